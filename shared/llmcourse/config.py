@@ -144,6 +144,11 @@ class CourseConfig(_Section):
 
 PATH_FIELDS = {("data", "train_file"), ("data", "eval_file"), ("train", "output_dir"), ("model", "path")}
 
+# Names learners bring from other tools, mapped to ours (which are PEFT's and TRL's).
+COMMON_MISNAMES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate",
+                   "steps": "max_steps", "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+                   "max_seq_len": "max_length", "model_name": "name", "max_new_tokens": "max_tokens"}
+
 _ALLOWED_BY_ERROR = {
     "greater_than": "必须大于 {gt}",
     "greater_than_equal": "必须大于或等于 {ge}",
@@ -173,7 +178,8 @@ def _describe_error(error: dict[str, Any], sections: dict[str, type[BaseModel]])
         known = list(sections[section].model_fields) if section in sections else list(sections)
         if not name:
             known, name = list(sections), section
-        guess = difflib.get_close_matches(name, known, n=1)
+        guess = [COMMON_MISNAMES[name]] if COMMON_MISNAMES.get(name) in known \
+            else difflib.get_close_matches(name, known, n=1)
         hint = f"，是不是想写 '{guess[0]}'？" if guess else ""
         return f"未知字段 '{field}'{hint} 允许的字段：{', '.join(known)}"
     if kind == "literal_error":

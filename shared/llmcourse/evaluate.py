@@ -23,7 +23,7 @@ from llmcourse.config import CourseConfig, load_config
 from llmcourse.data import all_facts_present, keyfact_hits, load_chat_jsonl
 from llmcourse.lane import resolve_device
 from llmcourse.models import get_model
-from llmcourse.train import _torch_dtype, apply_template, resolve_model_path
+from llmcourse.train import _torch_dtype, apply_template, resolve_model_path, use_course_template
 
 
 def load_for_generation(cfg: CourseConfig, adapter_dir: str | Path | None = None):
@@ -32,7 +32,7 @@ def load_for_generation(cfg: CourseConfig, adapter_dir: str | Path | None = None
 
     device = resolve_device(cfg.model.device)
     path = resolve_model_path(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir or path)
+    tokenizer = use_course_template(AutoTokenizer.from_pretrained(adapter_dir or path), cfg)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(cfg, device)).to(device)
     if adapter_dir:

@@ -30,8 +30,8 @@ GEMMA_TEMPLATE = (
     "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
     "<start_of_turn>{{ role }}\n"
     "{{ (first_user_prefix if loop.first else '') + message['content'] | trim }}<end_of_turn>\n"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<start_of_turn>model\n{%- endif -%}"
+    "{% endfor -%}"
+    "{%- if add_generation_prompt %}<start_of_turn>model\n{% endif -%}"
 )
 
 

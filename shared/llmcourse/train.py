@@ -209,7 +209,7 @@ def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
         model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
         target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
         use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=cfg.train.seed)
-    return model, tokenizer
+    return model, use_course_template(tokenizer, cfg)
 
 
 def _load_trl(cfg: CourseConfig, model_path: str, device: str):
@@ -218,7 +218,7 @@ def _load_trl(cfg: CourseConfig, model_path: str, device: str):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(cfg, device),
                                                  device_map="auto" if device == "cuda" else None)
-    return model, tokenizer
+    return model, use_course_template(tokenizer, cfg)
 
 
 def lora_config(cfg: CourseConfig):
@@ -229,6 +229,14 @@ def lora_config(cfg: CourseConfig):
     return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
                       target_modules=lora.target_modules or list(get_model(cfg.model.name).target_modules),
                       use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
+
+
+def use_course_template(tokenizer, cfg: CourseConfig):
+    """Stand-ins whose weights carry no chat template get the registry's (the same for training and inference)."""
+    template = get_model(cfg.model.name).chat_template
+    if template:
+        tokenizer.chat_template = template
+    return tokenizer
 
 
 def apply_template(tokenizer, messages: list[dict], cfg: CourseConfig, generation_prompt: bool = False) -> str:

