@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+try:  # Unsloth patches transformers/TRL/PEFT on import, so it must come first, as in the notebooks.
+    import unsloth  # noqa: F401
+except ImportError:  # the plain-TRL lane
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "day1" / "configs" / "gemma3-270m_lora_sft.yaml"
 GPU_CONFIG = ROOT / "day1" / "configs" / "qwen3-4b_lora_sft.yaml"

@@ -1,0 +1,171 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from llmcourse import train as training
+from llmcourse.config import load_config
+from llmcourse.data import DataError
+from llmcourse.lane import library_version
+from conftest import CPU_CONFIG, ROOT, run_cli
+
+SMALL = {"train.max_steps": 4, "data.max_samples": 16, "train.save_steps": 2, "train.logging_steps": 1}
+LOG_FIELDS = {"step", "loss", "learning_rate", "grad_norm", "tokens_per_s", "memory_mb", "memory_kind", "elapsed_s"}
+
+
+def test_engine_selection(monkeypatch):
+    monkeypatch.setattr(training, "unsloth_installed", lambda: True)
+    assert training.choose_engine("auto") == "unsloth"
+    monkeypatch.setattr(training, "unsloth_installed", lambda: False)
+    assert training.choose_engine("auto") == "trl"
+    with pytest.raises(RuntimeError, match="没有安装 Unsloth"):
+        training.choose_engine("unsloth")
+    monkeypatch.setattr(training, "_trl_can_train_here", lambda: False)
+    with pytest.raises(RuntimeError, match="Triton"):
+        training.choose_engine("trl")
+
+
+@pytest.mark.skipif(library_version("trl") != "1.15.0", reason="only the Unsloth lane pins TRL 1.15")
+def test_trl_1_15_is_refused_on_cpu_with_a_way_out():
+    with pytest.raises(RuntimeError, match=".venv-trl"):
+        training.choose_engine("trl")
+
+
+class FrozenBaseProbe(TrainerCallback):
+    """Snapshot one base weight and one LoRA weight before training and compare after."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        named = dict(model.named_parameters())
+        self.trainable = sorted(n for n, p in named.items() if p.requires_grad)
+        self.base_name = next(n for n in named if "q_proj.base_layer.weight" in n)
+        self.lora_name = next(n for n in named if "q_proj.lora_B" in n)
+        self.before = {n: named[n].detach().clone() for n in (self.base_name, self.lora_name)}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        named = dict(model.named_parameters())
+        self.after = {n: named[n].detach().clone() for n in self.before}
+
+
+@pytest.fixture(scope="module")
+def unsloth_run(tmp_path_factory):
+    if library_version("unsloth") is None:
+        pytest.skip("Unsloth lane only")
+    out = tmp_path_factory.mktemp("unsloth_run")
+    cfg = load_config(CPU_CONFIG, **SMALL, **{"train.output_dir": str(out), "train.engine": "unsloth"})
+    probe, seen = FrozenBaseProbe(), []
+    result = training.train(cfg, on_log=seen.append, callbacks=[probe])
+    return result, probe, seen
+
+
+def test_run_writes_every_artifact(unsloth_run):
+    result, _, seen = unsloth_run
+    out = result.output_dir
+    resolved = load_config(out / "config.yaml")
+    assert resolved.train.engine == "unsloth" and resolved.model.device == "cpu" and resolved.lora.r == 16
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4] and log == seen
+    assert all(LOG_FIELDS <= set(row) for row in log)
+    assert all(row["memory_kind"] == "cpu_rss" and row["memory_mb"] > 100 for row in log)
+    assert all(row["tokens_per_s"] and row["tokens_per_s"] > 0 for row in log)
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
+    assert set(adapter["target_modules"]) == set(training.get_model("gemma3-270m").target_modules)
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    env = json.loads((out / "env.json").read_text())
+    assert env["engine"] == "unsloth" and env["versions"]["unsloth"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_adapter_changes_while_base_stays_frozen(unsloth_run):
+    _, probe, _ = unsloth_run
+    assert probe.trainable and all("lora_" in name for name in probe.trainable)
+    assert (probe.before[probe.base_name] == probe.after[probe.base_name]).all()
+    assert not (probe.before[probe.lora_name] == probe.after[probe.lora_name]).all()
+
+
+def test_unsloth_loss_covers_the_answer_only():
+    from trl import SFTTrainer
+    from unsloth.chat_templates import train_on_responses_only
+
+    cfg = load_config(CPU_CONFIG, **{"data.max_samples": 4, "train.output_dir": "/tmp/llmcourse-mask-probe"})
+    model, tokenizer = training._load_unsloth(cfg, training.resolve_model_path(cfg), "cpu")
+    examples = training.load_chat_jsonl(cfg.data.train_file, 4)
+    trainer = SFTTrainer(model=model, processing_class=tokenizer,
+                         train_dataset=training.build_dataset(examples, "unsloth", tokenizer, cfg),
+                         args=training._sft_args(cfg, "cpu", Path(cfg.train.output_dir), dataset_text_field="text"))
+    spec = training.get_model(cfg.model.name)
+    trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part, response_part=spec.response_part)
+    row = trainer.train_dataset[0]
+    learned = tokenizer.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != -100])
+    assert learned.startswith(examples[0].answer) and examples[0].question not in learned
+    assert row["input_ids"].count(tokenizer.bos_token_id) == 1
+
+
+@pytest.mark.slow
+def test_plain_trl_engine_trains_and_masks_the_prompt(trl_python, tmp_path):
+    done = run_cli("train", str(CPU_CONFIG), "train.engine=trl", "train.max_steps=3", "data.max_samples=12",
+                   f"train.output_dir={tmp_path}", python=trl_python)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "env.json").read_text())["engine"] == "trl"
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    probe = subprocess.run([str(trl_python), str(Path(__file__).parent / "trl_mask_probe.py"), str(CPU_CONFIG)],
+                           capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert result["learned"].startswith(result["answer"]) and result["question"] not in result["learned"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path):
+    args = [sys.executable, "-m", "llmcourse.cli", "train", str(CPU_CONFIG), "train.max_steps=6",
+            "train.save_steps=2", "data.max_samples=16", f"train.output_dir={tmp_path}"]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    while not (tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "adapter").exists()
+
+    resumed = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "从检查点继续训练" in resumed.stdout
+    steps = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    from peft import PeftConfig
+    assert PeftConfig.from_pretrained(str(tmp_path / "adapter")).r == 16
+
+
+def test_model_location_per_source(tmp_path):
+    cfg = load_config(CPU_CONFIG, **{"model.name": "qwen3-4b-instruct-2507", "model.source": "hf"})
+    assert training.resolve_model_path(cfg) == "Qwen/Qwen3-4B-Instruct-2507"
+    local = load_config(CPU_CONFIG, **{"model.name": "qwen3-8b", "model.source": "local"})
+    with pytest.raises(ValueError, match="model.path"):
+        training.resolve_model_path(local)
+    given = load_config(CPU_CONFIG, **{"model.name": "qwen3-8b", "model.path": str(tmp_path)})
+    assert training.resolve_model_path(given) == str(tmp_path)
+
+
+def test_cpu_arguments_avoid_bf16_and_checkpointing():
+    args = training._sft_args(load_config(CPU_CONFIG), "cpu", Path("/tmp/cpu-args"))
+    assert args.use_cpu and not args.bf16 and not args.fp16 and not args.gradient_checkpointing
+
+
+def test_bad_data_fails_before_any_model_loads(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n', encoding="utf-8")
+    cfg = load_config(CPU_CONFIG, **{"data.train_file": str(bad), "train.output_dir": str(tmp_path / "run")})
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        training.train(cfg)
+    assert not (tmp_path / "run").exists()
