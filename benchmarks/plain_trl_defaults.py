@@ -2,6 +2,7 @@
 
 Run in the plain-TRL lane:  .venv-trl/bin/python benchmarks/plain_trl_defaults.py CONFIG STEPS
 Only what must match our runs is set (model, data, LoRA rank/targets, steps, batch, learning rate,
+use_cpu, which TRL demands on a machine without a GPU,
 max length); everything else (full-sequence loss, gradient checkpointing, precision) is TRL's default.
 Prints one JSON line: tokens seen, training seconds.
 """
@@ -34,7 +35,8 @@ trainer = SFTTrainer(
     args=SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, report_to="none",
                    per_device_train_batch_size=cfg.train.per_device_train_batch_size,
                    learning_rate=cfg.train.learning_rate, max_length=cfg.train.max_length,
-                   include_num_input_tokens_seen=True, save_strategy="no", seed=cfg.train.seed))
+                   include_num_input_tokens_seen=True, save_strategy="no", seed=cfg.train.seed,
+                   use_cpu=True))  # what the error message asks for on a machine without a GPU
 metrics = trainer.train().metrics
 print(json.dumps({"tokens": trainer.state.num_input_tokens_seen, "seconds": metrics["train_runtime"],
                   "bf16": trainer.args.bf16, "gradient_checkpointing": trainer.args.gradient_checkpointing}))

@@ -8,6 +8,7 @@ Usage::
     llmcourse data-summary day1/data/faq_train.jsonl
     llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 train.output_dir=runs/try1 [--resume]
     llmcourse evaluate runs/try1 [--base] [--limit 20]
+    llmcourse run-course --out outputs --days day1 [--profile ci]
 
 Overrides are ``section.field=value`` and use the config's field names. Errors are printed
 as one readable message (no traceback) and the exit status is 2.
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="section.field=value, e.g. lora.r=8 train.max_steps=20")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    course = sub.add_parser("run-course", help="execute the course notebooks with papermill into OUT/<day>/")
+    course.add_argument("--out", default="outputs")
+    course.add_argument("--days", nargs="*", default=["day1"])
+    course.add_argument("--profile", choices=["cpu", "ci"], default="cpu", help="notebook parameters to use")
     evaluate = sub.add_parser("evaluate", help="key-fact accuracy of a run on its eval file")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--base", action="store_true", help="also evaluate the base model")
@@ -77,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
         losses = result.losses
         print(f"训练完成：{result.steps} 步，引擎 {result.engine}，设备 {result.device}；"
               f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
+        return 0
+    if args.command == "run-course":
+        from llmcourse.course import CI_PARAMETERS, CPU_PARAMETERS, run_day
+        parameters = CPU_PARAMETERS if args.profile == "cpu" else CI_PARAMETERS
+        for day in args.days:
+            run_day(day, args.out, parameters.get(day))
         return 0
     if args.command == "evaluate":
         from llmcourse.evaluate import evaluate_run

@@ -96,3 +96,10 @@ def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | N
     report = {"summary": summary, "eval_file": cfg.data.eval_file}
     (run_dir / "eval.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     return report
+
+
+def ask(cfg: CourseConfig, question: str, adapter_dir: str | Path | None = None, system: str | None = None) -> str:
+    """One greedy answer to one question (base model, or with the adapter), for before/after demos."""
+    model, tokenizer = load_for_generation(cfg, adapter_dir)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return generate_answers(model, tokenizer, cfg, [messages], batch_size=1, progress=False)[0]

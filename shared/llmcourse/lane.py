@@ -94,6 +94,8 @@ def seed_everything(seed: int) -> None:
 
 def print_lane(seed: int = 42, device: str = "auto") -> str:
     """Seed everything and print the lane in one line; notebooks call this first."""
+    if unsloth_installed():
+        import unsloth  # noqa: F401  (it patches transformers/TRL/PEFT, so it must load before them)
     seed_everything(seed)
     lane = resolve_device(device)
     hw = hardware()

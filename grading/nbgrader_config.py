@@ -1,0 +1,36 @@
+"""nbgrader configuration of the course.
+
+The repository root is the course directory and the day folders are the source assignments
+(day1, day2, day3). Run nbgrader with this file, from anywhere:
+
+    nbgrader generate_assignment day1 --config grading/nbgrader_config.py
+
+Generated folders (release/, submitted/, autograded/, feedback/) and gradebook.db live in
+grading/ and are never committed.
+"""
+import os
+
+c = get_config()  # noqa: F821  (provided by traitlets when nbgrader loads this file)
+
+GRADING = os.path.dirname(os.path.abspath(__file__))
+COURSE = os.path.dirname(GRADING)
+
+c.CourseDirectory.root = COURSE
+c.CourseDirectory.source_directory = "."
+c.CourseDirectory.release_directory = "grading/release"
+c.CourseDirectory.submitted_directory = "grading/submitted"
+c.CourseDirectory.autograded_directory = "grading/autograded"
+c.CourseDirectory.feedback_directory = "grading/feedback"
+c.CourseDirectory.db_url = f"sqlite:///{os.path.join(GRADING, 'gradebook.db')}"
+c.CourseDirectory.course_id = "llmcourse"
+# Learners' own runs and executed copies never go into a release.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "runs", "outputs", "*.executed.ipynb"]
+
+# Files the learner writes must survive autograde (released copies would overwrite them).
+c.Autograde.exclude_overwriting = {"day1": ["my_lora_sft.yaml"]}
+# Hidden tests never reach feedback.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests]
+c.ExecutePreprocessor.timeout = 600

@@ -1,0 +1,147 @@
+"""Autograded checks of learners' deliverables; each failure says (in Chinese) what to fix.
+
+Usage (in an nbgrader test cell)::
+
+    from llmcourse.checks import check_config, check_train_log, check_adapter, check_statement
+    cfg = check_config("my_lora_sft.yaml")
+    check_train_log("runs/my_first_lora", min_steps=5)
+    check_adapter("runs/my_first_lora")
+    check_statement(statement, min_chars=80)
+
+Every check raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader marks the cell failed)
+and returns what it checked, so a hidden test can look further.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from llmcourse.config import ConfigError, CourseConfig, load_config
+
+
+class CheckFailed(AssertionError):
+    """A deliverable that does not meet the bar; the message says what to fix."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def check_config(path: str | Path) -> CourseConfig:
+    """The YAML config exists, validates, and its values are in ranges that make sense for LoRA SFT."""
+    path = Path(path)
+    _require(path.is_file(), f"找不到配置文件 {path}：请先运行写配置的单元格")
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise CheckFailed(f"配置无效：{exc}") from None
+    lora, train = cfg.lora, cfg.train
+    _require(2 <= lora.r <= 128, f"lora.r = {lora.r}：LoRA 的秩一般取 4–64，请改到 2–128 之间")
+    _require(lora.r / 2 <= lora.lora_alpha <= lora.r * 4,
+             f"lora.lora_alpha = {lora.lora_alpha}：一般取 r 的 1–2 倍（允许 r/2–4r，当前 r = {lora.r}）")
+    _require(1e-5 <= train.learning_rate <= 5e-3,
+             f"train.learning_rate = {train.learning_rate}：LoRA 常用 1e-4–2e-3，请改到 1e-5–5e-3 之间")
+    _require(train.max_steps >= 5 or train.max_steps == -1,
+             f"train.max_steps = {train.max_steps}：至少训练 5 步才能看出 loss 的变化")
+    _require(train.max_length >= 64, f"train.max_length = {train.max_length}：太短会截断回答，至少 64")
+    _require(train.assistant_only_loss, "train.assistant_only_loss 应为 true：只在回答上计算 loss 效果好得多")
+    return cfg
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "train_log.jsonl"
+    _require(path.is_file(), f"找不到训练日志 {path}：请先完成训练（启动训练的单元格）")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise CheckFailed(f"{path}:{number}: 不是合法的 JSON；训练日志不要手工修改") from None
+    return rows
+
+
+def smoothed(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+            for i in range(len(values))]
+
+
+def loss_drop(losses: list[float]) -> float:
+    """Relative fall from the first to the last fifth of the (moving-average) loss curve."""
+    part = max(2, len(losses) // 5)
+    curve = smoothed(losses, part)
+    start, end = sum(losses[:part]) / part, sum(curve[-part:]) / part
+    return (start - end) / start if start > 0 else 0.0
+
+
+def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0.1) -> list[dict[str, Any]]:
+    """Enough logged steps, in order, finite losses, and a smoothed loss that fell by ``min_drop``."""
+    rows = read_log(run_dir)
+    _require(len(rows) >= min_steps, f"训练日志只有 {len(rows)} 步，至少需要 {min_steps} 步：把 train.max_steps 调大后重新训练")
+    steps = [row.get("step") for row in rows]
+    _require(steps == sorted(steps) and len(set(steps)) == len(steps), "训练日志的步数不是递增的：请删除该运行目录后重新训练")
+    losses = [row.get("loss") for row in rows]
+    _require(all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses),
+             "训练日志里有缺失或非数值（NaN/inf）的 loss：学习率可能太高，调低后重新训练")
+    drop = loss_drop(losses)
+    _require(drop >= min_drop, f"平滑后的 loss 只下降了 {drop:.0%}（需要至少 {min_drop:.0%}）："
+                               "试试增加训练步数或调高学习率")
+    return rows
+
+
+def check_adapter(run_dir: str | Path) -> dict[str, Any]:
+    """The saved adapter exists, matches the run's config (rank, alpha, target modules) and was trained."""
+    run_dir = Path(run_dir)
+    adapter = run_dir / "adapter"
+    config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
+    _require(config_file.is_file() and weights.is_file(), f"找不到 LoRA 适配器 {adapter}：训练结束时会自动保存，请重新训练")
+    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    cfg = load_config(run_dir / "config.yaml")
+    _require(saved.get("r") == cfg.lora.r, f"适配器的秩 r = {saved.get('r')} 与配置 lora.r = {cfg.lora.r} 不一致")
+    _require(saved.get("lora_alpha") == cfg.lora.lora_alpha,
+             f"适配器的 lora_alpha = {saved.get('lora_alpha')} 与配置 {cfg.lora.lora_alpha} 不一致")
+    if cfg.lora.target_modules not in (None, "all-linear"):
+        _require(set(saved.get("target_modules") or []) == set(cfg.lora.target_modules),
+                 f"适配器作用的模块 {saved.get('target_modules')} 与配置 {cfg.lora.target_modules} 不一致")
+    from safetensors import safe_open
+    with safe_open(str(weights), framework="pt") as tensors:
+        names = list(tensors.keys())
+        a_names = [n for n in names if "lora_A" in n]
+        b_names = [n for n in names if "lora_B" in n]
+        _require(a_names and b_names, "适配器文件里没有 LoRA 权重（lora_A / lora_B）")
+        ranks = {tensors.get_slice(n).get_shape()[0] for n in a_names}
+        _require(ranks == {cfg.lora.r}, f"适配器权重的秩 {sorted(ranks)} 与配置 lora.r = {cfg.lora.r} 不一致")
+        trained = any(float(tensors.get_tensor(n).abs().sum()) > 0 for n in b_names)
+    _require(trained, "适配器的 lora_B 全为 0：它从未被训练过，请重新训练")
+    return {"r": saved.get("r"), "target_modules": saved.get("target_modules"), "tensors": len(names)}
+
+
+def count_chars(text: str) -> int:
+    """Characters that carry meaning: no whitespace, no punctuation runs."""
+    return len(re.sub(r"[\s\W_]+", "", text or ""))
+
+
+def check_statement(text: str, min_chars: int = 80, max_chars: int | None = None) -> int:
+    """A written statement long enough (Chinese characters and words, without spaces and punctuation)."""
+    placeholder = ("YOUR ANSWER HERE", "在这里写", "TODO")
+    _require(bool(text) and not any(p in text for p in placeholder), "还没有填写说明：请把占位文字换成你自己的话")
+    length = count_chars(text)
+    _require(length >= min_chars, f"说明只有 {length} 个字，至少需要 {min_chars} 个字")
+    if max_chars:
+        _require(length <= max_chars, f"说明有 {length} 个字，请精简到 {max_chars} 字以内")
+    return length
+
+
+def check_quiz_format(answers: dict[str, str], questions: int, choices: str = "ABCD") -> None:
+    """Every quiz question answered with one of the choices (the hidden test checks correctness)."""
+    _require(isinstance(answers, dict), "quiz 必须是字典，例如 {\"q1\": \"A\"}")
+    missing = [f"q{i}" for i in range(1, questions + 1) if f"q{i}" not in answers]
+    _require(not missing, f"还有题目没作答：{', '.join(missing)}")
+    bad = {k: v for k, v in answers.items() if str(v).strip().upper() not in choices}
+    _require(not bad, f"这些答案不是 {'/'.join(choices)} 之一：{bad}")

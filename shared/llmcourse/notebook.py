@@ -1,0 +1,87 @@
+"""Small display helpers for the notebooks: tables, a live loss plot, log excerpts.
+
+Usage::
+
+    from llmcourse.notebook import LiveLossPlot, show_models, show_examples, show_log_excerpt
+    plot = LiveLossPlot()
+    train(cfg, on_log=plot.update)        # the plot redraws at every logged step
+    show_log_excerpt("runs/my_first_lora")
+
+Outside Jupyter (papermill, tests) every helper still works: it prints instead of drawing live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmcourse.models import REGISTRY
+from llmcourse.train import plot_loss, read_train_log
+
+
+def _display(obj, **kwargs):
+    try:
+        from IPython.display import display
+    except ImportError:
+        print(obj)
+        return None
+    return display(obj, **kwargs)
+
+
+def _markdown(text: str):
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        print(text)
+        return None
+    return _display(Markdown(text))
+
+
+def show_models() -> None:
+    """The model registry as a table: which model for which lane."""
+    rows = ["| 名称 | 说明 | 语言 | 需要 GPU | 许可 |", "|---|---|---|---|---|"]
+    for spec in REGISTRY.values():
+        rows.append(f"| `{spec.name}` | {spec.description} | {spec.language} | "
+                    f"{'否（替身模型）' if spec.is_stand_in else '是'} | {spec.licence} |")
+    _markdown("\n".join(rows))
+
+
+def show_examples(examples, count: int = 3) -> None:
+    """A few examples as question → answer (key facts) lines."""
+    rows = ["| 问题 | 回答 | 关键事实 |", "|---|---|---|"]
+    for example in examples[:count]:
+        rows.append(f"| {example.question} | {example.answer} | {'、'.join(example.key_facts)} |")
+    _markdown("\n".join(rows))
+
+
+def show_log_excerpt(run_dir: str | Path, head: int = 3, tail: int = 3) -> list[dict]:
+    """The first and last lines of a run's train_log.jsonl (a deliverable of Day 1)."""
+    log = read_train_log(run_dir)
+    excerpt = log[:head] + log[-tail:] if len(log) > head + tail else log
+    rows = ["| step | loss | learning_rate | tokens/s | 内存 MB |", "|---|---|---|---|---|"]
+    for row in excerpt:
+        rows.append(f"| {row['step']} | {row['loss']:.4f} | {row['learning_rate']:.2e} | "
+                    f"{row.get('tokens_per_s') or '—'} | {row.get('memory_mb') or '不可用'} |")
+    _markdown("\n".join(rows))
+    return excerpt
+
+
+class LiveLossPlot:
+    """A loss curve that redraws at each logged training step (pass ``update`` as ``on_log``)."""
+
+    def __init__(self, every: int = 1):
+        from matplotlib.figure import Figure
+
+        self.records: list[dict] = []
+        self.every = every
+        self.axes = Figure(figsize=(6, 3.5)).subplots()
+        self.handle = None
+
+    def update(self, record: dict) -> None:
+        self.records.append(record)
+        if len(self.records) % self.every:
+            return
+        plot_loss(self.records, ax=self.axes)
+        if self.handle is None:
+            self.handle = _display(self.axes.figure, display_id=True)
+        elif hasattr(self.handle, "update"):
+            self.handle.update(self.axes.figure)
