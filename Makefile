@@ -37,9 +37,8 @@ prepare: $(VENV)/.installed
 
 run: setup
 	$(VENV)/bin/llmcourse doctor
-	$(VENV)/bin/llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.output_dir=outputs/runs/day1
-	$(VENV)/bin/llmcourse evaluate outputs/runs/day1 --base
-	@echo "Artifacts: outputs/runs/day1 (config.yaml, train_log.jsonl, adapter/, loss_curve.png, env.json, eval.json)"
+	$(VENV)/bin/llmcourse run-course --out outputs --days day1
+	@echo "Executed notebooks and artifacts: outputs/day1/ (*.executed.ipynb, runs/my_first_lora/)"
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -1,9 +1,9 @@
 """nbgrader configuration of the course.
 
 The repository root is the course directory and the day folders are the source assignments
-(day1, day2, day3). Run nbgrader with this file, from anywhere:
+(day1, day2, day3). nbgrader finds this file through JUPYTER_CONFIG_PATH, from anywhere:
 
-    nbgrader generate_assignment day1 --config grading/nbgrader_config.py
+    JUPYTER_CONFIG_PATH=grading nbgrader generate_assignment day1
 
 Generated folders (release/, submitted/, autograded/, feedback/) and gradebook.db live in
 grading/ and are never committed.

@@ -2,6 +2,7 @@
 and the generated release notebooks fail every test (nbgrader exits 0 either way, so we
 look at the validator's results)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,9 +61,9 @@ def test_release_notebooks_fail_every_test(tmp_path):
     shutil.copytree(ROOT / "day1", course / "day1", ignore=shutil.ignore_patterns("runs", "*.executed.ipynb"))
     done = subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_assignment", "day1", "--force",
-         f"--config={ROOT / 'grading' / 'nbgrader_config.py'}", f"--CourseDirectory.root={course}",
-         f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"],
-        capture_output=True, text=True, cwd=course, timeout=600)
+         f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"],
+        capture_output=True, text=True, cwd=course, timeout=600,
+        env={**os.environ, "JUPYTER_CONFIG_PATH": str(ROOT / "grading")})
     assert done.returncode == 0, done.stderr[-3000:]
     release = course / "grading" / "release" / "day1"
     for notebook in ("01_concepts.ipynb", "02_lora_training.ipynb"):

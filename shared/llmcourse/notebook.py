@@ -85,3 +85,12 @@ class LiveLossPlot:
             self.handle = _display(self.axes.figure, display_id=True)
         elif hasattr(self.handle, "update"):
             self.handle.update(self.axes.figure)
+
+
+def save_text(path: str | Path, text: str) -> Path:
+    """Write a learner's text file (UTF-8) and say where it went."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.lstrip("\n"), encoding="utf-8")
+    print(f"已保存：{path.resolve()}")
+    return path
