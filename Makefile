@@ -37,8 +37,8 @@ prepare: $(VENV)/.installed
 
 run: setup
 	$(VENV)/bin/llmcourse doctor
-	$(VENV)/bin/llmcourse run-course --out outputs --days day1
-	@echo "Executed notebooks and artifacts: outputs/day1/ (*.executed.ipynb, runs/my_first_lora/)"
+	$(VENV)/bin/llmcourse run-course --out outputs
+	@echo "Executed notebooks and artifacts: outputs/day1/, outputs/day2/ (*.executed.ipynb, runs/)"
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

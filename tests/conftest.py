@@ -47,3 +47,41 @@ def trl_python() -> Path:
     if not TRL_PYTHON.exists():
         pytest.fail(f"{TRL_PYTHON} is missing: run `make test`, which builds the plain-TRL lane")
     return TRL_PYTHON
+
+
+@pytest.fixture(scope="session")
+def executed_course(tmp_path_factory):
+    """Day 1 then Day 2 executed with papermill (CI parameters) into one folder, as `make run` does."""
+    from llmcourse.course import CI_PARAMETERS, run_day
+    out = tmp_path_factory.mktemp("course")
+    seconds = {day: run_day(day, out, CI_PARAMETERS[day]) for day in ("day1", "day2")}
+    return out, seconds
+
+
+def grade_ids(path) -> set[str]:
+    import nbformat
+    return {c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(path, as_version=4).cells
+            if "nbgrader" in c.metadata}
+
+
+def validate(path, invert=False) -> dict:
+    """nbgrader's validator results (it exits 0 whatever happens, so tests read these)."""
+    from nbgrader.validator import Validator
+    from traitlets.config import Config
+    config = Config()
+    config.Execute.timeout = 900
+    return Validator(invert=invert, config=config).validate(str(path))
+
+
+def generate_release(day: str, tmp_path) -> Path:
+    """`nbgrader generate_assignment DAY` with the course config, into a scratch course folder."""
+    import shutil
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / day, course / day, ignore=shutil.ignore_patterns("runs", "*.executed.ipynb"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", day, "--force",
+         f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"],
+        capture_output=True, text=True, cwd=course, timeout=600,
+        env={**os.environ, "JUPYTER_CONFIG_PATH": str(ROOT / "grading")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return course / "grading" / "release" / day

@@ -145,3 +145,61 @@ def check_quiz_format(answers: dict[str, str], questions: int, choices: str = "A
     _require(not missing, f"还有题目没作答：{', '.join(missing)}")
     bad = {k: v for k, v in answers.items() if str(v).strip().upper() not in choices}
     _require(not bad, f"这些答案不是 {'/'.join(choices)} 之一：{bad}")
+
+
+def check_cases(path: str | Path, min_cases: int = 5) -> list[dict]:
+    """The learner's own test cases: valid, enough of them, each with something to score against."""
+    from llmcourse.cases import load_cases
+    from llmcourse.data import DataError
+    try:
+        cases = load_cases(path)
+    except DataError as exc:
+        raise CheckFailed(f"用例文件有问题：{exc}") from None
+    _require(len(cases) >= min_cases, f"{path} 只有 {len(cases)} 个用例，至少需要 {min_cases} 个")
+    return cases
+
+
+def check_benchmark(out_dir: str | Path, min_cases: int = 5) -> Any:
+    """benchmark.csv has the schema, ≥ min_cases × {base, fine_tuned}, and agrees with generations.jsonl."""
+    import pandas as pd
+
+    from llmcourse.benchmark import COLUMNS
+    from llmcourse.scoring import auto_score
+
+    out = Path(out_dir)
+    csv, generations_file, cases_file = out / "benchmark.csv", out / "generations.jsonl", out / "cases.jsonl"
+    for path in (csv, generations_file, cases_file):
+        _require(path.is_file(), f"找不到 {path}：请先运行基准测试单元格")
+    table = pd.read_csv(csv)
+    missing = [c for c in COLUMNS if c not in table.columns]
+    _require(not missing, f"benchmark.csv 缺少列：{missing}")
+    _require({"base", "fine_tuned"} <= set(table.model), "benchmark.csv 需要同时包含 base 和 fine_tuned 两个模型")
+    for (model, engine), group in table.groupby(["model", "engine"]):
+        _require(group.case_id.nunique() >= min_cases,
+                 f"{model}/{engine} 只有 {group.case_id.nunique()} 个用例，至少需要 {min_cases} 个")
+    cases = {c["case_id"]: c for c in map(json.loads, cases_file.read_text(encoding="utf-8").splitlines())}
+    answers = {(g["model"], g["engine"], g["case_id"]): g
+               for g in map(json.loads, generations_file.read_text(encoding="utf-8").splitlines())}
+    for row in table.itertuples():
+        saved = answers.get((row.model, row.engine, row.case_id))
+        _require(saved is not None, f"benchmark.csv 的 {row.model}/{row.engine}/{row.case_id} 在 generations.jsonl 里找不到")
+        _require(saved["output_tokens"] == row.output_tokens and math.isclose(saved["latency_s"], row.latency_s, rel_tol=1e-3),
+                 f"{row.case_id}：表中的 token 数或延迟与 generations.jsonl 不一致（表格不要手工修改）")
+        expected = auto_score(cases[row.case_id], saved["text"])
+        _require(math.isclose(expected, row.auto_score, abs_tol=1e-3),
+                 f"{row.case_id}：自动分 {row.auto_score} 与按回答重新计算的 {expected} 不一致")
+    return table
+
+
+def check_human_scores(path: str | Path, min_rows: int = 10):
+    """The human score sheet: saved, enough rows, every score an integer from 1 to 5."""
+    import pandas as pd
+
+    path = Path(path)
+    _require(path.is_file(), f"找不到人工打分表 {path}：请运行保存打分表的单元格")
+    sheet = pd.read_csv(path, encoding="utf-8-sig")
+    _require(len(sheet) >= min_rows, f"打分表只有 {len(sheet)} 行，至少需要 {min_rows} 行")
+    scores = sheet["human_score"]
+    _require(scores.notna().all(), f"还有 {int(scores.isna().sum())} 个回答没有打分")
+    _require(scores.isin([1, 2, 3, 4, 5]).all(), "human_score 只能是 1–5 的整数")
+    return sheet

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     course = sub.add_parser("run-course", help="execute the course notebooks with papermill into OUT/<day>/")
     course.add_argument("--out", default="outputs")
-    course.add_argument("--days", nargs="*", default=["day1"])
+    course.add_argument("--days", nargs="*", default=None, help="default: every day")
     course.add_argument("--profile", choices=["cpu", "ci"], default="cpu", help="notebook parameters to use")
     evaluate = sub.add_parser("evaluate", help="key-fact accuracy of a run on its eval file")
     evaluate.add_argument("run_dir")
@@ -84,9 +84,9 @@ def _run(args: argparse.Namespace) -> int:
               f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
         return 0
     if args.command == "run-course":
-        from llmcourse.course import CI_PARAMETERS, CPU_PARAMETERS, run_day
+        from llmcourse.course import CI_PARAMETERS, CPU_PARAMETERS, DAYS, run_day
         parameters = CPU_PARAMETERS if args.profile == "cpu" else CI_PARAMETERS
-        for day in args.days:
+        for day in args.days or DAYS:
             run_day(day, args.out, parameters.get(day))
         return 0
     if args.command == "evaluate":

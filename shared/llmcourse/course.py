@@ -22,10 +22,14 @@ SKIP = shutil.ignore_patterns("runs", "outputs", ".ipynb_checkpoints", "__pycach
 # Small enough for a 2-core CPU and CI, large enough for every check to mean something.
 CPU_PARAMETERS = {
     "day1": {"02_lora_training.ipynb": {"max_steps": 60}},
+    "day2": {},
 }
 CI_PARAMETERS = {
     "day1": {"02_lora_training.ipynb": {"max_steps": 8, "max_samples": 32}},
+    "day2": {"01_inference.ipynb": {"max_cases": 6, "max_tokens": 24},
+             "02_acceleration.ipynb": {"n_prompts": 8, "max_tokens": 16}},
 }
+DAYS = ["day1", "day2"]
 
 
 def copy_day(day: str, out_dir: str | Path) -> Path:

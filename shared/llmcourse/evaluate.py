@@ -2,13 +2,12 @@
 
 Usage::
 
-    from llmcourse.evaluate import load_for_generation, generate_answers, evaluate_run
-    model, tokenizer = load_for_generation(cfg, adapter_dir="runs/day1/adapter")
-    answers = generate_answers(model, tokenizer, cfg, [e.prompt_messages for e in examples])
+    from llmcourse.evaluate import ask, evaluate_run, score
+    print(ask(cfg, "退货期多久？", adapter_dir="runs/day1/adapter"))
     report = evaluate_run("runs/day1", include_base=True)   # writes eval.json / eval_generations.jsonl
 
 An answer is *correct* when every key fact of its question appears verbatim in it.
-Generation is greedy, batched with left padding, with the transformers engine on CPU or GPU.
+Generation goes through :mod:`llmcourse.infer` (transformers engine, greedy, batched).
 """
 
 from __future__ import annotations
@@ -17,50 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data import all_facts_present, keyfact_hits, load_chat_jsonl
-from llmcourse.lane import resolve_device
-from llmcourse.models import get_model
-from llmcourse.train import _torch_dtype, apply_template, resolve_model_path, use_course_template
-
-
-def load_for_generation(cfg: CourseConfig, adapter_dir: str | Path | None = None):
-    """The base model (plus the LoRA adapter when given), in eval mode, and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = resolve_device(cfg.model.device)
-    path = resolve_model_path(cfg)
-    tokenizer = use_course_template(AutoTokenizer.from_pretrained(adapter_dir or path), cfg)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(cfg, device)).to(device)
-    if adapter_dir:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    return model.eval(), tokenizer
-
-
-def generate_answers(model, tokenizer, cfg: CourseConfig, prompts: list[list[dict]],
-                     batch_size: int | None = None, progress: bool = True) -> list[str]:
-    """Greedy answers to chat prompts (lists of messages), ``cfg.infer.max_tokens`` new tokens at most."""
-    import torch
-
-    spec = get_model(cfg.model.name)
-    stop_ids = [tokenizer.convert_tokens_to_ids(s) for s in spec.stop_strings]
-    eos = sorted({tokenizer.eos_token_id, *stop_ids} - {None})
-    batch_size = batch_size or cfg.infer.batch_size
-    answers: list[str] = []
-    batches = range(0, len(prompts), batch_size)
-    for start in tqdm(batches, desc="生成回答", disable=not progress, leave=False):
-        texts = [apply_template(tokenizer, m, cfg, generation_prompt=True) for m in prompts[start:start + batch_size]]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=cfg.infer.max_tokens, do_sample=False,
-                                    eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    return answers
+from llmcourse.infer import TransformersEngine
 
 
 def score(examples, answers: list[str]) -> dict[str, Any]:
@@ -84,10 +42,8 @@ def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | N
         variants = {"base": None, **variants}
     summary, rows = {}, {}
     for name, adapter in variants.items():
-        model, tokenizer = load_for_generation(cfg, adapter)
-        rows[name] = generate_answers(model, tokenizer, cfg, prompts)
+        rows[name] = [g.text for g in TransformersEngine(cfg, adapter).generate(prompts, progress=True)]
         summary[name] = score(examples, rows[name])
-        del model
     with (run_dir / "eval_generations.jsonl").open("w", encoding="utf-8") as handle:
         for index, example in enumerate(examples):
             record = {"id": example.meta.get("id"), "question": example.question, "key_facts": example.key_facts,
@@ -100,6 +56,5 @@ def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | N
 
 def ask(cfg: CourseConfig, question: str, adapter_dir: str | Path | None = None, system: str | None = None) -> str:
     """One greedy answer to one question (base model, or with the adapter), for before/after demos."""
-    model, tokenizer = load_for_generation(cfg, adapter_dir)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    return generate_answers(model, tokenizer, cfg, [messages], batch_size=1, progress=False)[0]
+    return TransformersEngine(cfg, adapter_dir).generate([messages])[0].text

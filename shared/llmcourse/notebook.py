@@ -94,3 +94,18 @@ def save_text(path: str | Path, text: str) -> Path:
     path.write_text(text.lstrip("\n"), encoding="utf-8")
     print(f"已保存：{path.resolve()}")
     return path
+
+
+def show_side_by_side(out_dir: str | Path, count: int = 8, engine: str = "transformers") -> None:
+    """Base and fine-tuned answers to the same cases, next to each other (from generations.jsonl)."""
+    import json
+
+    rows = [json.loads(line) for line in (Path(out_dir) / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    answers = {(r["model"], r["case_id"]): r for r in rows if r["engine"] == engine}
+    cases = list(dict.fromkeys(r["case_id"] for r in rows))[:count]
+    table = ["| 用例 | 问题 | 基座模型 | 微调后 |", "|---|---|---|---|"]
+    for case in cases:
+        base, tuned = answers.get(("base", case)), answers.get(("fine_tuned", case))
+        clean = lambda text: (text or "").replace("\n", " ").replace("|", "｜")[:80]  # noqa: E731
+        table.append(f"| {case} | {clean(base['question'])} | {clean(base['text'])} | {clean(tuned['text'])} |")
+    _markdown("\n".join(table))

@@ -1,0 +1,58 @@
+import json
+
+import pandas as pd
+import pytest
+
+from llmcourse.benchmark import COLUMNS, compare_batch_sizes, plot_benchmark, run_benchmark, summary_table
+from llmcourse.cases import load_cases
+from llmcourse.checks import CheckFailed, check_benchmark
+from llmcourse.config import load_config
+from llmcourse.infer import TransformersEngine
+from conftest import CPU_CONFIG, ROOT
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory):
+    """Base vs base-with-a-fresh-adapter would need training; the 'adapter' here is Day 1's tiny run."""
+    from llmcourse.train import train
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(CPU_CONFIG, **{"train.max_steps": 2, "data.max_samples": 8, "train.output_dir": str(run),
+                                     "infer.max_tokens": 8})
+    train(cfg)
+    out = tmp_path_factory.mktemp("bench")
+    cases = load_cases(ROOT / "day2" / "data" / "default_cases.jsonl")[:5]
+    return run_benchmark(cfg, cases, run / "adapter", out, engines=["transformers"]), out
+
+
+def test_benchmark_writes_a_consistent_table(small_benchmark):
+    table, out = small_benchmark
+    assert list(table.columns) == COLUMNS and len(table) == 10
+    assert check_benchmark(out, min_cases=5) is not None
+    assert "| base | transformers | 5 |" in summary_table(table)
+    assert all(p.stat().st_size > 1000 for p in plot_benchmark(table, out))
+
+
+def test_a_hand_edited_table_is_caught(small_benchmark):
+    _, out = small_benchmark
+    edited = out.parent / "edited"
+    edited.mkdir()
+    for name in ("cases.jsonl", "generations.jsonl"):
+        (edited / name).write_bytes((out / name).read_bytes())
+    table = pd.read_csv(out / "benchmark.csv")
+    table.loc[table.model == "base", "auto_score"] = 1.0
+    table.to_csv(edited / "benchmark.csv", index=False)
+    with pytest.raises(CheckFailed, match="重新计算"):
+        check_benchmark(edited)
+    table = pd.read_csv(out / "benchmark.csv")
+    table = table[table.model == "base"]
+    table.to_csv(edited / "benchmark.csv", index=False)
+    with pytest.raises(CheckFailed, match="fine_tuned"):
+        check_benchmark(edited)
+
+
+def test_batch_size_comparison_reports_speedup():
+    engine = TransformersEngine(load_config(CPU_CONFIG, **{"infer.max_tokens": 4}))
+    prompts = [c["messages"] for c in load_cases(ROOT / "day2" / "data" / "default_cases.jsonl")[:4]]
+    table = compare_batch_sizes(engine, prompts, sizes=(1, 4))
+    assert list(table.batch_size) == [1, 4] and table.speedup.iloc[0] == 1.0
+    assert (table.output_tokens > 0).all() and (table.tokens_per_s > 0).all()

@@ -1,0 +1,36 @@
+import pytest
+
+from llmcourse.config import load_config
+from llmcourse.data import load_chat_jsonl
+from llmcourse.infer import Generation, TransformersEngine, available_engines, load_engine
+from conftest import CPU_CONFIG, TEST_FILE
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return TransformersEngine(load_config(CPU_CONFIG, **{"infer.max_tokens": 8}))
+
+
+def test_batched_generation_returns_one_result_per_prompt(engine):
+    prompts = [e.prompt_messages for e in load_chat_jsonl(TEST_FILE)[:3]]
+    results = engine.generate(prompts, batch_size=2)
+    assert len(results) == 3 and all(isinstance(r, Generation) for r in results)
+    for result in results:
+        assert 1 <= result.output_tokens <= 8 and result.prompt_tokens > 10
+        assert result.latency_s > 0 and result.tokens_per_s == pytest.approx(result.output_tokens / result.latency_s, rel=0.01)
+        assert result.ttft_s is not None and 0 < result.ttft_s <= result.latency_s
+    assert engine.tokenizer.padding_side == "left"
+
+
+def test_batched_and_single_greedy_answers_agree(engine):
+    prompts = [e.prompt_messages for e in load_chat_jsonl(TEST_FILE)[:2]]
+    batched = [r.text for r in engine.generate(prompts, batch_size=2)]
+    single = [r.text for r in engine.generate(prompts, batch_size=1)]
+    assert batched == single
+
+
+def test_vllm_is_refused_without_a_gpu():
+    if "vllm" in available_engines():
+        pytest.skip("a GPU with vLLM is present")
+    with pytest.raises(RuntimeError, match="vLLM 只能在 NVIDIA GPU"):
+        load_engine(load_config(CPU_CONFIG), engine="vllm")
