@@ -43,6 +43,7 @@ run: setup
 	@echo "Executed notebooks and artifacts: outputs/day1/, outputs/day2/ (*.executed.ipynb, runs/)"
 
 test: setup
+	bash .ci/install-chromium
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

@@ -24,7 +24,8 @@ c.CourseDirectory.feedback_directory = "grading/feedback"
 c.CourseDirectory.db_url = f"sqlite:///{os.path.join(GRADING, 'gradebook.db')}"
 c.CourseDirectory.course_id = "llmcourse"
 # Learners' own runs and executed copies never go into a release.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "runs", "outputs", "*.executed.ipynb"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "runs", "outputs", "*.executed.ipynb",
+                            "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl"]
 
 # Files the learner writes must survive autograde (released copies would overwrite them).
 c.Autograde.exclude_overwriting = {"day1": ["my_lora_sft.yaml"]}

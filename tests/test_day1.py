@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, generate_release, grade_ids, validate
 
 pytestmark = pytest.mark.slow
-NOTEBOOKS = ("01_concepts.ipynb", "02_lora_training.ipynb")
+NOTEBOOKS = ("01_concepts.ipynb", "02_lora_training.ipynb", "03_no_code.ipynb")
 
 
 def test_papermill_runs_every_day1_notebook(executed_course):
@@ -41,3 +41,10 @@ def test_release_notebooks_fail_every_test(tmp_path):
         results = validate(release / notebook, invert=True)
         assert "passed" not in results and "changed" not in results, (notebook, results)
     assert (release / "data" / "faq_train.jsonl").exists() and not (release / "runs").exists()
+
+
+def test_no_code_notebook_leaves_the_evidence(executed_course):
+    from llmcourse.checks import check_no_code_submission
+    folder = executed_course[0] / "day1"
+    status = check_no_code_submission(folder / "no_code_submission")
+    assert status["steps"] == 5

@@ -203,3 +203,25 @@ def check_human_scores(path: str | Path, min_rows: int = 10):
     _require(scores.notna().all(), f"还有 {int(scores.isna().sum())} 个回答没有打分")
     _require(scores.isin([1, 2, 3, 4, 5]).all(), "human_score 只能是 1–5 的整数")
     return sheet
+
+
+def check_no_code_submission(folder: str | Path, min_chars: int = 200, max_chars: int = 600) -> dict:
+    """No-code deliverables: a valid config, a run card, training started and finished, a ~300-character summary."""
+    folder = Path(folder)
+    _require((folder / "config.yaml").is_file(), f"还没有配置快照 {folder / 'config.yaml'}：点“开始训练”时会自动保存")
+    check_config(folder / "config.yaml")
+    card = folder / "run_card.png"
+    _require(card.is_file() and card.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and card.stat().st_size > 5000,
+             f"找不到训练卡片 {card}：训练结束时会自动生成，请点“开始训练”并等它完成")
+    status_file = folder / "status.json"
+    _require(status_file.is_file(), "没有训练记录（status.json）：请点“开始训练”")
+    status = json.loads(status_file.read_text(encoding="utf-8"))
+    _require(bool(status.get("started_at")), "训练没有开始：请点“开始训练”")
+    _require(bool(status.get("finished_at")) and status.get("steps", 0) > 0, "训练没有完成：请等进度条走完再保存")
+    # The run folder is recorded relative to the notebook, which sits beside the submission folder.
+    run_dir = folder.parent / status["run_dir"] if status.get("run_dir") else None
+    rows = read_log(run_dir) if run_dir else []
+    _require(len(rows) == status["steps"] or not rows, "训练记录与训练日志的步数不一致")
+    summary = (folder / "summary.txt").read_text(encoding="utf-8") if (folder / "summary.txt").exists() else ""
+    check_statement(summary, min_chars=min_chars, max_chars=max_chars)
+    return status

@@ -17,15 +17,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIP = shutil.ignore_patterns("runs", "outputs", ".ipynb_checkpoints", "__pycache__", "*.executed.ipynb")
+SKIP = shutil.ignore_patterns("runs", "outputs", ".ipynb_checkpoints", "__pycache__", "*.executed.ipynb",
+                              "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl")
+
+# The no-code notebook's summary as a learner would type it (papermill cannot type into the form).
+SAMPLE_SUMMARY = (
+    "这次无代码微调的目标是让替身模型学会云杉智能家居的客服口径，例如退货期、保修期和客服热线。"
+    "数据使用课程提供的客服问答，对话格式，每条事实有多种问法。参数方面，我选择了秩为16的LoRA，"
+    "lora_alpha为32，学习率为千分之一，最大长度256。训练过程中进度条逐步前进，loss曲线整体向下，"
+    "说明模型在学习回答的写法。由于步数较少，模型还不能记住全部事实，下一步我会增加训练步数，"
+    "并补充更多不同问法的样本，再用测试问题比较训练前后的回答，确认关键事实是否被正确说出。"
+)
 
 # Small enough for a 2-core CPU and CI, large enough for every check to mean something.
 CPU_PARAMETERS = {
-    "day1": {"02_lora_training.ipynb": {"max_steps": 60}},
+    "day1": {"02_lora_training.ipynb": {"max_steps": 60},
+             "03_no_code.ipynb": {"auto_start": True, "max_steps": 30, "summary_text": SAMPLE_SUMMARY}},
     "day2": {},
 }
 CI_PARAMETERS = {
-    "day1": {"02_lora_training.ipynb": {"max_steps": 8, "max_samples": 32}},
+    "day1": {"02_lora_training.ipynb": {"max_steps": 8, "max_samples": 32},
+             "03_no_code.ipynb": {"auto_start": True, "max_steps": 5, "max_samples": 16, "summary_text": SAMPLE_SUMMARY}},
     "day2": {"01_inference.ipynb": {"max_cases": 6, "max_tokens": 24},
              "02_acceleration.ipynb": {"n_prompts": 8, "max_tokens": 16}},
 }

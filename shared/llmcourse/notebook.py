@@ -66,13 +66,18 @@ def show_log_excerpt(run_dir: str | Path, head: int = 3, tail: int = 3) -> list[
 
 
 class LiveLossPlot:
-    """A loss curve that redraws at each logged training step (pass ``update`` as ``on_log``)."""
+    """A loss curve that redraws at each logged training step (pass ``update`` as ``on_log``).
 
-    def __init__(self, every: int = 1):
+    By default it is a notebook output updated in place; give ``widget`` (an ``ipywidgets.Image``)
+    to draw into a form instead.
+    """
+
+    def __init__(self, every: int = 1, widget=None):
         from matplotlib.figure import Figure
 
         self.records: list[dict] = []
         self.every = every
+        self.widget = widget
         self.axes = Figure(figsize=(6, 3.5)).subplots()
         self.handle = None
 
@@ -81,10 +86,23 @@ class LiveLossPlot:
         if len(self.records) % self.every:
             return
         plot_loss(self.records, ax=self.axes)
-        if self.handle is None:
-            self.handle = _display(self.axes.figure, display_id=True)
+        image = self.png()
+        if self.widget is not None:
+            self.widget.value = image.data
+        elif self.handle is None:
+            self.handle = _display(image, display_id=True)
         elif hasattr(self.handle, "update"):
-            self.handle.update(self.axes.figure)
+            self.handle.update(image)
+
+    def png(self):
+        """The current curve as a PNG image (a bare Figure has no rich display of its own)."""
+        import io
+
+        from IPython.display import Image
+
+        buffer = io.BytesIO()
+        self.axes.figure.savefig(buffer, format="png", dpi=90)
+        return Image(data=buffer.getvalue(), format="png")
 
 
 def save_text(path: str | Path, text: str) -> Path:
