@@ -1,7 +1,6 @@
 """Every course notebook: committed without outputs, short cells, Chinese step headings."""
 import re
 import statistics
-from pathlib import Path
 
 import nbformat
 import pytest
