@@ -48,6 +48,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/train_throughput.py
+	$(VENV)/bin/python benchmarks/generation_throughput.py
 
 clean-outputs:
 	rm -rf outputs

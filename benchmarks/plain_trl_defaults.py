@@ -2,8 +2,8 @@
 
 Run in the plain-TRL lane:  .venv-trl/bin/python benchmarks/plain_trl_defaults.py CONFIG STEPS
 Only what must match our runs is set (model, data, LoRA rank/targets, steps, batch, learning rate,
-use_cpu, which TRL demands on a machine without a GPU,
-max length); everything else (full-sequence loss, gradient checkpointing, precision) is TRL's default.
+max length), plus use_cpu, which TRL demands on a machine without a GPU; everything else
+(full-sequence loss, gradient checkpointing, precision) is TRL's default.
 Prints one JSON line: tokens seen, training seconds.
 """
 import json
