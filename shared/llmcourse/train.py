@@ -153,11 +153,17 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def _gradient_checkpointing(cfg: CourseConfig, device: str) -> bool:
+    """As configured; by default on for GPU (saves memory) and off for CPU (it only costs time)."""
+    setting = cfg.train.gradient_checkpointing
+    return setting if setting is not None else device == "cuda"
+
+
 def _sft_args(cfg: CourseConfig, device: str, output_dir: Path, **extra):
     from trl import SFTConfig
 
     t = cfg.train
-    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else device == "cuda"
+    checkpointing = _gradient_checkpointing(cfg, device)
     half = _torch_dtype(cfg, device)
     import torch
     return SFTConfig(
@@ -204,8 +210,7 @@ def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
         model_name=model_path, max_seq_length=cfg.model.max_seq_length, dtype=_torch_dtype(cfg, device),
         load_in_4bit=cfg.model.load_in_4bit, full_finetuning=False)
     lora = cfg.lora
-    checkpointing = cfg.train.gradient_checkpointing if cfg.train.gradient_checkpointing is not None \
-        else device == "cuda"
+    checkpointing = _gradient_checkpointing(cfg, device)
     model = FastLanguageModel.get_peft_model(
         model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
         target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
