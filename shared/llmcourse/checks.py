@@ -225,3 +225,88 @@ def check_no_code_submission(folder: str | Path, min_chars: int = 200, max_chars
     summary = (folder / "summary.txt").read_text(encoding="utf-8") if (folder / "summary.txt").exists() else ""
     check_statement(summary, min_chars=min_chars, max_chars=max_chars)
     return status
+
+
+def check_built_data(config_path: str | Path, min_train: int = 20, min_test: int = 5) -> dict:
+    """``llmcourse data build`` ran for this config: splits load, the report exists, no leakage."""
+    from llmcourse.data import DataError, load_chat_jsonl
+
+    cfg = check_config(config_path)
+    report_file = Path(cfg.data.built_dir) / "data_report.json"
+    _require(report_file.is_file(), f"找不到数据报告 {report_file}：请运行数据构建（llmcourse data build）")
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    sizes = {}
+    for name, path in (("train", cfg.data.train_file), ("val", cfg.data.eval_file), ("test", cfg.data.test_file)):
+        _require(bool(path) and Path(path).is_file(), f"找不到 {name} 划分：{path}")
+        try:
+            sizes[name] = len(load_chat_jsonl(path))
+        except DataError as exc:
+            raise CheckFailed(f"{name} 划分的格式有问题：{exc}") from None
+        _require(sizes[name] == report["splits"].get(name),
+                 f"{name} 有 {sizes[name]} 条，数据报告里写的是 {report['splits'].get(name)}：请重新构建，不要手工修改")
+    _require(sizes["train"] >= min_train, f"训练集只有 {sizes['train']} 条，至少需要 {min_train} 条")
+    _require(sizes["test"] >= min_test, f"测试集只有 {sizes['test']} 条，至少需要 {min_test} 条")
+    _require(report["leakage"]["passed"], "泄漏检查没有通过：测试/验证集里有与训练集几乎相同的问题")
+    return report
+
+
+def check_split_eval(path: str | Path, min_questions: int = 3) -> dict:
+    """``train/run/eval_<split>.json``: written by evaluate_split, scores recomputable from its answers."""
+    from llmcourse.project import cases_from_split
+    from llmcourse.scoring import auto_score
+
+    path = Path(path)
+    _require(path.is_file(), f"找不到 {path}：请运行“在验证集和测试集上评估”的单元格")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    rows = result.get("rows", [])
+    _require(len(rows) >= min_questions, f"{path} 只评估了 {len(rows)} 个问题，至少需要 {min_questions} 个")
+    cases = {case["case_id"]: case for case in cases_from_split(result["split_file"])}
+    for row in rows:
+        case = cases.get(row["case_id"])
+        _require(case is not None, f"{path}：{row['case_id']} 不在 {result['split_file']} 里")
+        _require(math.isclose(auto_score(case, row["answer"]), row["auto_score"], abs_tol=1e-3),
+                 f"{path}：{row['case_id']} 的自动分与按回答重新计算的不一致（结果文件不要手工修改）")
+    return result
+
+
+def check_conversation(path: str | Path, min_turns: int = 2) -> dict:
+    """``deploy/conversation.json``: a real multi-turn chat, each request carrying the earlier turns."""
+    path = Path(path)
+    _require(path.is_file(), f"找不到 {path}：请运行多轮对话客户端 deploy/client.py")
+    conversation = json.loads(path.read_text(encoding="utf-8"))
+    turns = conversation.get("turns", [])
+    _require(len(turns) >= min_turns, f"对话只有 {len(turns)} 轮，至少需要 {min_turns} 轮")
+    sent = [turn.get("messages_sent", 0) for turn in turns]
+    _require(all(later > earlier for earlier, later in zip(sent, sent[1:])),
+             "后面的请求没有带上前面的对话历史（messages_sent 应逐轮增加）")
+    _require(all(str(turn.get("answer", "")).strip() for turn in turns), "有一轮没有拿到模型的回答")
+    return conversation
+
+
+def check_loadtest(out_dir: str | Path, levels: tuple[int, ...] = (1, 8)) -> list[dict]:
+    """``deploy/loadtest/loadtest.json``: one row per concurrency level, every request answered."""
+    path = Path(out_dir) / "loadtest.json"
+    _require(path.is_file(), f"找不到 {path}：请运行压测单元格")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    found = sorted(row["concurrency"] for row in rows)
+    _require(all(level in found for level in levels), f"压测需要并发 {list(levels)}，现在只有 {found}")
+    for row in rows:
+        _require(row["requests"] > 0 and row["errors"] == 0,
+                 f"并发 {row['concurrency']} 时有 {row['errors']} 个请求出错：看 aiperf 日志，修好服务再压测")
+        _require(row["latency_p50_ms"] is not None and row["requests_per_s"], "压测结果缺少延迟或吞吐数据")
+    return rows
+
+
+REPORT_SECTIONS = ("## 1. 数据", "## 2. 微调", "## 3. 验证", "## 4. 部署", "## 5. 结论")
+
+
+def check_report(path: str | Path, min_conclusion_chars: int = 100) -> str:
+    """``report.md``: every section present, with tables and plots, and a real conclusion."""
+    path = Path(path)
+    _require(path.is_file(), f"找不到 {path}：请运行生成报告的单元格")
+    text = path.read_text(encoding="utf-8")
+    missing = [section for section in REPORT_SECTIONS if section not in text]
+    _require(not missing, f"报告缺少这些部分：{missing}")
+    _require(text.count("](") >= 2 and "|---" in text, "报告里应有表格和图（数据、loss 曲线、对比图）")
+    check_statement(text.split("## 5. 结论", 1)[1].split("\n", 1)[1], min_chars=min_conclusion_chars)
+    return text

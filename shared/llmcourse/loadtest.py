@@ -96,7 +96,7 @@ def run_load_test(base_url: str, api_key: str, model: str, prompts: list[str], t
         shutil.rmtree(level_dir, ignore_errors=True)
         command = aiperf_command(root_url, api_key, model, Path(tokenizer).expanduser(), prompts_file,
                                  concurrency, requests, max_tokens, level_dir)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
         (out_dir / f"aiperf_concurrency_{concurrency}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         export = level_dir / "profile_export_aiperf.json"
         if done.returncode != 0 or not export.exists():
@@ -106,3 +106,15 @@ def run_load_test(base_url: str, api_key: str, model: str, prompts: list[str], t
     (out_dir / "loadtest.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
     (out_dir / "loadtest.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
     return rows
+
+
+def load_test_or_reuse(base_url: str, api_key: str, model: str, prompts: list[str], tokenizer: str | Path,
+                       out_dir: str | Path, **kwargs) -> list[dict[str, Any]]:
+    """:func:`run_load_test`, except under nbgrader with saved results: graders read, they do not re-measure."""
+    from llmcourse.train import in_grading
+
+    saved = Path(out_dir) / "loadtest.json"
+    if in_grading() and saved.exists():
+        print(f"评分模式：复用已保存的压测结果 {saved}")
+        return json.loads(saved.read_text(encoding="utf-8"))
+    return run_load_test(base_url, api_key, model, prompts, tokenizer, out_dir, **kwargs)

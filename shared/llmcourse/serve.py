@@ -7,6 +7,7 @@ Usage::
 
     from llmcourse.serve import running_server        # from Python (notebooks, tests, grading)
     with running_server(cfg) as server:               # a subprocess; waits until /health answers
+        ...                                           # (or server = start_server(cfg) ... server.stop())
         print(server.base_url, server.model)          # http://127.0.0.1:PORT/v1, serve.served_model_name
 
 Two lanes, one contract (``POST /v1/chat/completions`` with and without ``stream``,
@@ -36,10 +37,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -369,6 +371,15 @@ class RunningServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
 
 def wait_for_health(url: str, process: subprocess.Popen | None = None, timeout: float = 300) -> None:
     import httpx
@@ -386,16 +397,16 @@ def wait_for_health(url: str, process: subprocess.Popen | None = None, timeout: 
     raise TimeoutError(f"{timeout:.0f} 秒内服务没有就绪：{url}")
 
 
-@contextmanager
-def running_server(cfg: CourseConfig, port: int | None = None, api_key: str | None = None,
-                   log_path: str | Path | None = None, timeout: float = 300) -> Iterator[RunningServer]:
-    """Start ``llmcourse serve`` for ``cfg`` in a subprocess and stop it when the block ends."""
+def start_server(cfg: CourseConfig, port: int | None = None, api_key: str | None = None,
+                 log_path: str | Path | None = None, timeout: float = 300) -> RunningServer:
+    """Start ``llmcourse serve`` for ``cfg`` in a subprocess, wait for /health; call ``.stop()`` when done."""
     port = port or free_port()
     api_key = api_key or cfg.serve.api_key or os.environ.get(API_KEY_ENV) or f"sk-{secrets.token_hex(16)}"
     resolve_adapter(cfg)  # fail here, with the learner's message, not inside the subprocess
     work = Path(tempfile.mkdtemp(prefix="llmcourse-serve-"))
     config_path = cfg.save(work / "config.yaml")
     log_path = Path(log_path) if log_path else work / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "llmcourse.cli", "serve", str(config_path), f"serve.port={port}"]
     env = {**os.environ, API_KEY_ENV: api_key, "PYTHONUNBUFFERED": "1"}
     with log_path.open("w", encoding="utf-8") as log:
@@ -403,15 +414,19 @@ def running_server(cfg: CourseConfig, port: int | None = None, api_key: str | No
     host = cfg.serve.host if cfg.serve.host not in ("0.0.0.0", "::") else "127.0.0.1"
     server = RunningServer(f"http://{host}:{port}/v1", api_key, cfg.serve.served_model_name, process, log_path)
     try:
-        try:
-            wait_for_health(f"http://{host}:{port}/health", process, timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n服务日志（最后几行）：\n{server.log_tail()}") from None
+        wait_for_health(f"http://{host}:{port}/health", process, timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n服务日志（最后几行）：\n{server.log_tail()}") from None
+    return server
+
+
+@contextmanager
+def running_server(cfg: CourseConfig, port: int | None = None, api_key: str | None = None,
+                   log_path: str | Path | None = None, timeout: float = 300) -> Iterator[RunningServer]:
+    """:func:`start_server` for a ``with`` block: the server stops when the block ends."""
+    server = start_server(cfg, port, api_key, log_path, timeout)
+    try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
