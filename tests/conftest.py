@@ -51,10 +51,10 @@ def trl_python() -> Path:
 
 @pytest.fixture(scope="session")
 def executed_course(tmp_path_factory):
-    """Day 1 then Day 2 executed with papermill (CI parameters) into one folder, as `make run` does."""
+    """Day 1, Day 2 and Day 3 executed with papermill (CI parameters) into one folder, as `make run` does."""
     from llmcourse.course import CI_PARAMETERS, run_day
     out = tmp_path_factory.mktemp("course")
-    seconds = {day: run_day(day, out, CI_PARAMETERS[day]) for day in ("day1", "day2")}
+    seconds = {day: run_day(day, out, CI_PARAMETERS[day]) for day in ("day1", "day2", "day3")}
     return out, seconds
 
 

@@ -100,3 +100,10 @@ def test_loading_never_modifies_the_file(tmp_path):
     with pytest.raises(ConfigError):
         load_config(path, **{"lora.r": -8})
     assert path.read_bytes() == before
+
+
+def test_a_resolved_config_reloads_unchanged(tmp_path):
+    """Training saves the resolved config (every default spelled out); graders and the API reload it."""
+    for path in ("day3/config.yaml", "day3/configs/intent.yaml", "day1/configs/gemma3-270m_lora_sft.yaml"):
+        cfg = load_config(ROOT / path)
+        assert load_config(cfg.save(tmp_path / "resolved.yaml")).to_dict() == cfg.to_dict(), path

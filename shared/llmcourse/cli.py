@@ -6,11 +6,13 @@ Usage::
     llmcourse prepare-model gemma3-270m [--force]
     llmcourse check-config day1/configs/gemma3-270m_lora_sft.yaml lora.r=8
     llmcourse data-summary day1/data/faq_train.jsonl
+    llmcourse data build day3/config.yaml [data.split_seed=7]   # raw files -> train/val/test + report
     llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 train.output_dir=runs/try1 [--resume]
     llmcourse evaluate runs/try1 [--base] [--limit 20]
     llmcourse run-course --out outputs --days day1 [--profile ci]
     llmcourse serve day3/config.yaml [serve.port=8001]      # OpenAI-compatible API; key: LLMCOURSE_API_KEY
     llmcourse chat day3/config.yaml "退货期多久？" "那超过了怎么办？"   # multi-turn against a running server
+    llmcourse grade release|collect|autograde|feedback|export ...   # instructors; see grading/README.md
 
 Overrides are ``section.field=value`` and use the config's field names. Errors are printed
 as one readable message (no traceback) and the exit status is 2.
@@ -38,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("overrides", nargs="*", help="section.field=value")
     summary = sub.add_parser("data-summary", help="validate a chat JSONL file and summarise it")
     summary.add_argument("path")
+    data = sub.add_parser("data", help="dataset steps").add_subparsers(dest="data_command", required=True)
+    build = data.add_parser("build", help="raw business files -> train/val/test JSONL, rejected rows, data report")
+    build.add_argument("config")
+    build.add_argument("overrides", nargs="*", help="section.field=value, e.g. data.split_seed=7")
     train = sub.add_parser("train", help="LoRA fine-tuning; writes the run artifacts")
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="section.field=value, e.g. lora.r=8 train.max_steps=20")
@@ -57,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--base", action="store_true", help="also evaluate the base model")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N eval questions")
+    from llmcourse.grading import add_grade_commands
+    add_grade_commands(sub)
     return parser
 
 
@@ -85,6 +93,10 @@ def _run(args: argparse.Namespace) -> int:
         from llmcourse.data import load_chat_jsonl, summarize
         print(json.dumps(summarize(load_chat_jsonl(args.path)), ensure_ascii=False, indent=2))
         return 0
+    if args.command == "data":  # the only data subcommand so far: build
+        from llmcourse.databuild import build_dataset_from_config
+        print(build_dataset_from_config(load_config_with_cli_overrides(args.config, args.overrides)).summary_line())
+        return 0
     if args.command == "train":
         from llmcourse.train import train
         result = train(load_config_with_cli_overrides(args.config, args.overrides), resume=args.resume)
@@ -111,6 +123,9 @@ def _run(args: argparse.Namespace) -> int:
         report = evaluate_run(args.run_dir, include_base=args.base, limit=args.limit)
         print(json.dumps(report["summary"], ensure_ascii=False, indent=2))
         return 0
+    if args.command == "grade":
+        from llmcourse.grading import run_grade_command
+        return run_grade_command(args)
     raise AssertionError(args.command)
 
 

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmcourse.models import MODEL_NAMES
 
@@ -57,10 +64,80 @@ class ModelSection(_Section):
         return value
 
 
+_TABLE_OPTIONS = ("question_column", "answer_column", "paraphrase_column", "fact_column", "topic_column",
+                  "label_column", "key_facts_column")
+
+
+class DataSource(_Section):
+    """One raw file for ``llmcourse data build``; the ``*_column`` options name the file's own headers."""
+
+    path: str  # relative to data.raw_dir
+    kind: Literal["csv", "xlsx", "markdown"]
+    use: Literal["rows", "reference"] = "rows"  # reference (markdown): facts are checked against its text
+    encoding: str = "utf-8"  # csv only, e.g. gbk for exports from Chinese Excel
+    delimiter: str = ","  # csv only
+    sheet: str | None = None  # xlsx only; None: the first sheet
+    question_column: str | None = None
+    answer_column: str | None = None  # None: the answer comes from the fact named in fact_column
+    paraphrase_column: str | None = None  # more questions in one cell, one per line
+    fact_column: str | None = None
+    topic_column: str | None = None
+    label_column: str | None = None
+    key_facts_column: str | None = None  # separated by ; or new lines
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("未知编码；常用：utf-8 | utf-8-sig | gbk") from None
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("分隔符必须是一个字符，例如 , 或 \\t")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> DataSource:
+        # A resolved config written back to YAML spells out every default; only a changed value is a mistake.
+        given = {name for name in self.model_fields_set
+                 if getattr(self, name) != type(self).model_fields[name].default}
+        if self.kind == "markdown":
+            wrong = [name for name in (*_TABLE_OPTIONS, "sheet", "encoding", "delimiter") if name in given]
+        else:
+            wrong = [name for name in ("use", "sheet" if self.kind == "csv" else "encoding") if name in given]
+            wrong += ["delimiter"] if self.kind == "xlsx" and "delimiter" in given else []
+            if not self.question_column:
+                raise ValueError(f"{self.kind} 来源必须写 question_column（问题所在列的列名）")
+        if wrong:
+            raise ValueError(f"选项 {', '.join(wrong)} 不适用于 kind: {self.kind}")
+        return self
+
+
 class DataSection(_Section):
     train_file: str = "../data/faq_train.jsonl"
     eval_file: str | None = "../data/faq_test.jsonl"
     max_samples: int | None = Field(None, ge=1)
+    # Only `llmcourse data build` reads the fields below (see llmcourse.databuild).
+    test_file: str | None = None
+    scenario: Literal["faq", "intent", "domain_qa"] = "faq"
+    raw_dir: str | None = None
+    sources: list[DataSource] = []
+    built_dir: str | None = None  # rejected.jsonl and the data report go here
+    system_prompt: str | None = None  # first message of every row; {labels} lists data.labels
+    labels: list[str] | None = None  # intent: the allowed labels
+    val_ratio: float = Field(0.1, ge=0.0, lt=0.5)
+    test_ratio: float = Field(0.2, ge=0.0, lt=0.5)
+    split_seed: int = 42
+    min_chars: int = Field(4, ge=1, le=10000)
+    max_chars: int = Field(200, ge=1, le=100000)
+    mask_pii: bool = True
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)  # similarity 0-1 of two questions
 
 
 class LoraSection(_Section):
@@ -90,6 +167,7 @@ class TrainSection(_Section):
     max_length: int = Field(256, ge=16, le=32768)
     assistant_only_loss: bool = True  # loss on the answer only: see DESIGN.md
     gradient_checkpointing: bool | None = None  # None: on for GPU, off for CPU
+    padding_free: bool | None = None  # None: on for Unsloth on CPU (rows joined, no padding), else off
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(20, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
@@ -118,7 +196,12 @@ class ServeSection(_Section):
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = None  # None: taken from LLMCOURSE_API_KEY
     served_model_name: str = "course-lora"
-    max_lora_rank: int | None = Field(None, ge=1)
+    max_lora_rank: int | None = Field(None, ge=1)  # None: lora.r
+    engine: Literal["auto", "transformers", "vllm"] = "auto"  # auto: vLLM on a GPU with vLLM installed
+    adapter_dir: str | None = None  # None: <train.output_dir>/adapter
+    use_adapter: bool = True  # false serves the base model (for base vs fine-tuned comparisons)
+    max_model_len: int = Field(2048, ge=32, le=131072)  # prompt + answer tokens one request may use
+    max_tokens: int = Field(256, ge=1, le=32768)  # the largest max_tokens a request may ask for
 
 
 class CourseConfig(_Section):
@@ -142,7 +225,9 @@ class CourseConfig(_Section):
         return path
 
 
-PATH_FIELDS = {("data", "train_file"), ("data", "eval_file"), ("train", "output_dir"), ("model", "path")}
+PATH_FIELDS = {("data", "train_file"), ("data", "eval_file"), ("train", "output_dir"), ("model", "path"),
+               ("data", "test_file"), ("data", "raw_dir"), ("data", "built_dir"),
+               ("serve", "adapter_dir")}
 
 # Names learners bring from other tools, mapped to ours (which are PEFT's and TRL's).
 COMMON_MISNAMES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate",
@@ -165,19 +250,42 @@ _ALLOWED_BY_ERROR = {
     "list_type": "必须是列表，例如 [q_proj, v_proj]",
     "dict_type": "必须是一个段落（键: 值）",
     "model_type": "必须是一个段落（键: 值）",
+    "missing": "缺少这个必填字段",
 }
+
+
+def _model_inside(annotation: Any) -> type[BaseModel] | None:
+    """The model in ``Model`` or ``list[Model]`` (data.sources), else None."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _locate(location: list[str]) -> tuple[str, type[BaseModel]]:
+    """Field name of an error (``data.sources[0].kind``) and the model that holds its last part."""
+    model: type[BaseModel] | None = CourseConfig
+    owner, parts = CourseConfig, []
+    for part in location:
+        if model is None:
+            break
+        if part.isdigit() and parts:  # an item of a list of models
+            parts[-1] += f"[{part}]"
+            continue
+        owner = model
+        parts.append(part)
+        model = _model_inside(model.model_fields[part].annotation) if part in model.model_fields else None
+    return ".".join(parts), owner
 
 
 def _describe_error(error: dict[str, Any], sections: dict[str, type[BaseModel]]) -> str:
     location = [str(part) for part in error["loc"] if not str(part).startswith(("list[", "literal["))]
-    field = ".".join(location[:2]) if len(location) >= 2 else ".".join(location)
+    field, owner = _locate(location)
     value = error.get("input")
     kind = error["type"]
     if kind == "extra_forbidden":
-        section, _, name = field.partition(".")
-        known = list(sections[section].model_fields) if section in sections else list(sections)
-        if not name:
-            known, name = list(sections), section
+        name = field.rpartition(".")[2]
+        known = list(owner.model_fields)
         guess = [COMMON_MISNAMES[name]] if COMMON_MISNAMES.get(name) in known \
             else difflib.get_close_matches(name, known, n=1)
         hint = f"，是不是想写 '{guess[0]}'？" if guess else ""

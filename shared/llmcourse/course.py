@@ -18,7 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = shutil.ignore_patterns("runs", "outputs", ".ipynb_checkpoints", "__pycache__", "*.executed.ipynb",
-                              "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl")
+                              "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl",
+                              # Day 3's generated folders and files
+                              "built", "run", "loadtest", "verify", "report.md", "conversation.json", "server.log")
 
 # The no-code notebook's summary as a learner would type it (papermill cannot type into the form).
 SAMPLE_SUMMARY = (
@@ -34,14 +36,18 @@ CPU_PARAMETERS = {
     "day1": {"02_lora_training.ipynb": {"max_steps": 60},
              "03_no_code.ipynb": {"auto_start": True, "max_steps": 30, "summary_text": SAMPLE_SUMMARY}},
     "day2": {},
+    "day3": {},
 }
 CI_PARAMETERS = {
     "day1": {"02_lora_training.ipynb": {"max_steps": 8, "max_samples": 32},
              "03_no_code.ipynb": {"auto_start": True, "max_steps": 5, "max_samples": 16, "summary_text": SAMPLE_SUMMARY}},
     "day2": {"01_inference.ipynb": {"max_cases": 6, "max_tokens": 24},
              "02_acceleration.ipynb": {"n_prompts": 8, "max_tokens": 16}},
+    "day3": {"02_train.ipynb": {"max_steps": 8, "max_samples": 32, "eval_limit": 4},
+             "03_deploy.ipynb": {"max_tokens": 16},
+             "04_verify.ipynb": {"max_cases": 6, "max_tokens": 24}},
 }
-DAYS = ["day1", "day2"]
+DAYS = ["day1", "day2", "day3"]
 
 
 def copy_day(day: str, out_dir: str | Path) -> Path:
