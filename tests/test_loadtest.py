@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from llmcourse import loadtest
 
 SAMPLE = Path(__file__).parent / "data" / "aiperf_export_sample.json"

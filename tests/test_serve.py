@@ -6,7 +6,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from llmcourse.api_checks import load_corpus, replay
 from llmcourse.chat import multi_turn, stream_answer
 from llmcourse.config import ConfigError, build_config
