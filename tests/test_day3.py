@@ -76,3 +76,15 @@ def test_release_strips_solutions_and_keeps_grade_ids(tmp_path):
     assert "NotImplementedError" in conclusions.source or "YOUR CODE HERE" in conclusions.source
     for name in ("config.yaml", "deploy/client.py", "data/raw/faq/service_policy.md", "README.md"):
         assert (release / name).exists(), name
+
+
+def test_the_api_answers_like_the_evaluated_adapter(project):
+    """The server merges the adapter into the weights; greedy answers must match the unmerged PEFT model."""
+    from llmcourse.config import load_config
+    from llmcourse.infer import TransformersEngine
+
+    turn = json.loads((project / "deploy" / "conversation.json").read_text())["turns"][0]
+    cfg = load_config(project / "config.yaml", **{"infer.max_tokens": turn["completion_tokens"]})
+    engine = TransformersEngine(cfg, project / "train" / "run" / "adapter")
+    messages = [{"role": "system", "content": cfg.data.filled_system_prompt()}, {"role": "user", "content": turn["question"]}]
+    assert engine.generate([messages])[0].text == turn["answer"]

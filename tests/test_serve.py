@@ -131,3 +131,27 @@ def test_any_json_body_gets_an_answer_below_500(app_client, payload):
     assert response.status_code < 500
     if response.status_code >= 400:
         assert response.json()["error"]["message"]
+
+
+def test_cli_explains_a_missing_key_and_an_unreachable_server(monkeypatch):
+    from conftest import run_cli
+
+    monkeypatch.delenv("LLMCOURSE_API_KEY", raising=False)
+    done = run_cli("serve", "day3/config.yaml", "serve.use_adapter=false", timeout=120)
+    assert done.returncode == 2 and "LLMCOURSE_API_KEY" in done.stderr and "Traceback" not in done.stderr
+    monkeypatch.setenv("LLMCOURSE_API_KEY", "sk-x")
+    done = run_cli("chat", "day3/config.yaml", "你好", "--base-url", "http://127.0.0.1:9/v1", timeout=120)
+    assert done.returncode == 2 and "连不上服务" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_requests_without_a_system_message_get_the_training_one():
+    cfg = build_config({"data": {"system_prompt": "你是{labels}分类器", "labels": ["退款", "配送"]}})
+    model = EchoModel()
+    with TestClient(create_app(cfg, KEY, model)) as client:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        for messages in ([{"role": "user", "content": "问"}],
+                         [{"role": "system", "content": "自定义"}, {"role": "user", "content": "问"}]):
+            body = {"model": "course-lora", "messages": messages}
+            assert client.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+    assert model.seen[0][0] == {"role": "system", "content": "你是退款、配送分类器"}
+    assert model.seen[1][0] == {"role": "system", "content": "自定义"} and len(model.seen[1]) == 2

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ConnectionError) as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
 

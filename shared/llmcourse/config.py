@@ -139,6 +139,12 @@ class DataSection(_Section):
     mask_pii: bool = True
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)  # similarity 0-1 of two questions
 
+    def filled_system_prompt(self) -> str | None:
+        """``system_prompt`` with ``{labels}`` replaced: what the built rows (and the API) use."""
+        if not self.system_prompt:
+            return None
+        return self.system_prompt.replace("{labels}", "、".join(self.labels or []))
+
 
 class LoraSection(_Section):
     """Field names of ``peft.LoraConfig``."""
@@ -202,6 +208,7 @@ class ServeSection(_Section):
     use_adapter: bool = True  # false serves the base model (for base vs fine-tuned comparisons)
     max_model_len: int = Field(2048, ge=32, le=131072)  # prompt + answer tokens one request may use
     max_tokens: int = Field(256, ge=1, le=32768)  # the largest max_tokens a request may ask for
+    system_prompt: str | None = None  # None: data.system_prompt, added when a request brings no system message
 
 
 class CourseConfig(_Section):

@@ -504,7 +504,7 @@ def build_dataset_from_config(cfg: CourseConfig) -> BuildReport:
     examples, near_pairs, links = _drop_near_duplicates(examples, data.near_duplicate_threshold, rejections)
     splits = _split(examples, links, data)
     leakage, splits = _check_leakage(splits, data.near_duplicate_threshold, rejections)
-    system_prompt = data.system_prompt.replace("{labels}", "、".join(data.labels or [])) if data.system_prompt else None
+    system_prompt = data.filled_system_prompt()
     for name in SPLITS:
         if name in outputs:
             _write_jsonl(outputs[name], [example.to_row(system_prompt) for example in splits[name]])

@@ -23,6 +23,8 @@ The bar: a key is required (401 without it; ``serve.api_key`` or ``LLMCOURSE_API
 ``127.0.0.1`` unless ``serve.host`` says otherwise; every malformed request gets a 4xx JSON error
 in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) and the server stays up.
 One model answers one request at a time (a lock), so concurrent requests queue.
+A request without a system message gets ``serve.system_prompt`` (default: ``data.system_prompt``,
+the one every training row carried), so the API asks the model the way it was trained.
 """
 
 from __future__ import annotations
@@ -224,6 +226,8 @@ class ChatModel:
 def create_app(cfg: CourseConfig, api_key: str, model: Any):
     """The CPU-lane app. ``model`` answers like :class:`ChatModel` (tests may pass a small fake)."""
     served = cfg.serve.served_model_name
+    # The model was trained with this system message on every row; answering without it is a template mismatch.
+    default_system = cfg.serve.system_prompt or cfg.data.filled_system_prompt()
     app = FastAPI(title="llmcourse API", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -285,6 +289,8 @@ def create_app(cfg: CourseConfig, api_key: str, model: Any):
             return _error(400, f"max_tokens {max_tokens} is over this server's limit {cfg.serve.max_tokens}",
                           param="max_tokens")
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        if default_system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": default_system})
         encoded = model.encode(messages)
         prompt_tokens = int(encoded["input_ids"].shape[1])
         if prompt_tokens + max_tokens > cfg.serve.max_model_len:
