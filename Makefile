@@ -49,7 +49,7 @@ prepare: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/llmcourse doctor
 	$(VENV)/bin/llmcourse run-course --out outputs
-	@echo "Executed notebooks and artifacts: outputs/day1/, outputs/day2/ (*.executed.ipynb, runs/)"
+	@echo "Executed notebooks and artifacts: outputs/day1/, outputs/day2/, outputs/day3/ (*.executed.ipynb beside their artifacts)"
 
 test: setup
 	bash .ci/install-chromium
