@@ -34,9 +34,15 @@ class EchoModel:
         return {"text": self._answer(encoded), "completion_tokens": 3, "finish_reason": "stop"}
 
     def stream(self, encoded, max_tokens, temperature, top_p, seed):
-        text = self._answer(encoded)
-        self.last_stream_tokens = len(text)
-        yield from text
+        return EchoStream(self._answer(encoded))
+
+
+class EchoStream(list):
+    """Like a batcher job: iterable pieces, then the usage figures."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.completion_tokens, self.finish_reason = len(text), "stop"
 
 
 @pytest.fixture()

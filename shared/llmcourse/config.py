@@ -209,6 +209,7 @@ class ServeSection(_Section):
     max_model_len: int = Field(2048, ge=32, le=131072)  # prompt + answer tokens one request may use
     max_tokens: int = Field(256, ge=1, le=32768)  # the largest max_tokens a request may ask for
     system_prompt: str | None = None  # None: data.system_prompt, added when a request brings no system message
+    max_batch: int = Field(8, ge=1, le=256)  # CPU server: concurrent requests answered in one generate call
 
 
 class CourseConfig(_Section):

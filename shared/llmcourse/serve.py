@@ -22,7 +22,8 @@ Two lanes, one contract (``POST /v1/chat/completions`` with and without ``stream
 The bar: a key is required (401 without it; ``serve.api_key`` or ``LLMCOURSE_API_KEY``); it binds
 ``127.0.0.1`` unless ``serve.host`` says otherwise; every malformed request gets a 4xx JSON error
 in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) and the server stays up.
-One model answers one request at a time (a lock), so concurrent requests queue.
+Requests that arrive together are answered in one batch (up to ``serve.max_batch``), which on a
+CPU raises requests/s under load (:mod:`llmcourse.batcher`).
 A request without a system message gets ``serve.system_prompt`` (default: ``data.system_prompt``,
 the one every training row carried), so the API asks the model the way it was trained.
 """
@@ -36,7 +37,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -156,9 +156,10 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
 # ---------------------------------------------------------------- the model behind the CPU app
 
 class ChatModel:
-    """The base model with the adapter merged in, answering one request at a time."""
+    """The base model with the adapter merged in; concurrent requests are batched (:mod:`llmcourse.batcher`)."""
 
     def __init__(self, cfg: CourseConfig, adapter: Path | None):
+        from llmcourse.batcher import Batcher
         from llmcourse.infer import load_model
         from llmcourse.models import get_model
 
@@ -167,58 +168,24 @@ class ChatModel:
         self.model = model.merge_and_unload() if adapter is not None else model
         spec = get_model(cfg.model.name)
         stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in spec.stop_strings]
-        self.eos_ids = sorted({self.tokenizer.eos_token_id, *stop_ids} - {None})
-        self.lock = threading.Lock()
+        eos_ids = sorted({self.tokenizer.eos_token_id, *stop_ids} - {None})
+        self.batcher = Batcher(self.model, self.tokenizer, eos_ids, max_batch=cfg.serve.max_batch)
 
     def encode(self, messages: list[dict]) -> Any:
         from llmcourse.train import apply_template
 
         text = apply_template(self.tokenizer, messages, self.cfg, generation_prompt=True)
-        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
 
-    def _generate_kwargs(self, encoded, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
-        import torch
-
-        if seed is not None:
-            torch.manual_seed(seed)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
-            else {"do_sample": False}
-        return {**encoded, "max_new_tokens": max_tokens, "eos_token_id": self.eos_ids,
-                "pad_token_id": self.tokenizer.pad_token_id, **sampling}
+    def stream(self, encoded, max_tokens: int, temperature: float, top_p: float, seed: int | None):
+        """A job: iterate it for the text pieces; then read ``completion_tokens`` and ``finish_reason``."""
+        return self.batcher.submit(encoded["input_ids"][0].tolist(), max_tokens, temperature, top_p, seed)
 
     def complete(self, encoded, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
-        import torch
-
-        with self.lock, torch.inference_mode():
-            output = self.model.generate(**self._generate_kwargs(encoded, max_tokens, temperature, top_p, seed))
-        ids = output[0, encoded["input_ids"].shape[1]:].tolist()
-        ended = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
-        kept = ids if ended is None else ids[:ended]
-        return {"text": self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                "completion_tokens": len(ids) if ended is None else ended + 1,
-                "finish_reason": "length" if ended is None else "stop"}
-
-    def stream(self, encoded, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> Iterator[str]:
-        """Yield text pieces as they are generated; the generation runs in a thread under the lock."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kwargs = self._generate_kwargs(encoded, max_tokens, temperature, top_p, seed)
-        counter = {"tokens": 0}
-
-        def run():
-            with self.lock, torch.inference_mode():
-                output = self.model.generate(**kwargs, streamer=streamer)
-            counter["tokens"] = int(output.shape[1] - encoded["input_ids"].shape[1])
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        worker.join()
-        self.last_stream_tokens = counter["tokens"]
+        job = self.stream(encoded, max_tokens, temperature, top_p, seed).wait()
+        if job.error:
+            raise RuntimeError(job.error)
+        return {"text": job.text, "completion_tokens": job.completion_tokens, "finish_reason": job.finish_reason}
 
 
 # ---------------------------------------------------------------- the FastAPI app (CPU lane)
@@ -325,13 +292,13 @@ def _sse(model, args, request_id: str, created: int, served: str, prompt_tokens:
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    for piece in model.stream(*args):
+    job = model.stream(*args)
+    for piece in job:
         yield chunk({"content": piece})
-    completion_tokens = getattr(model, "last_stream_tokens", 0)
-    yield chunk({}, finish="length" if completion_tokens >= args[1] else "stop")
+    yield chunk({}, finish=job.finish_reason)
     if include_usage:
-        yield chunk({}, usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                               "total_tokens": prompt_tokens + completion_tokens})
+        yield chunk({}, usage={"prompt_tokens": prompt_tokens, "completion_tokens": job.completion_tokens,
+                               "total_tokens": prompt_tokens + job.completion_tokens})
     yield "data: [DONE]\n\n"
 
 
