@@ -23,15 +23,34 @@ c.CourseDirectory.autograded_directory = "grading/autograded"
 c.CourseDirectory.feedback_directory = "grading/feedback"
 c.CourseDirectory.db_url = f"sqlite:///{os.path.join(GRADING, 'gradebook.db')}"
 c.CourseDirectory.course_id = "llmcourse"
-# Learners' own runs and executed copies never go into a release.
+# Learners' own runs and executed copies never go into a release (Day 3: data/built, train/run,
+# deploy/loadtest, report.md). `llmcourse grade autograde` narrows this list so that the learner's
+# artifacts do reach the autograded copy (see llmcourse.grading.AUTOGRADE_IGNORE).
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "runs", "outputs", "*.executed.ipynb",
-                            "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl"]
+                            "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl",
+                            "built", "run", "loadtest", "report.md", "checkpoints", "unsloth_compiled_cache"]
 
 # Files the learner writes must survive autograde (released copies would overwrite them).
 c.Autograde.exclude_overwriting = {"day1": ["my_lora_sft.yaml"]}
-# Hidden tests never reach feedback.
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+# Hidden tests never reach feedback: ClearHiddenTests clears their source, HideHiddenTestTracebacks
+# their source lines quoted in a failing cell's traceback.
+from llmcourse.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearHiddenTests,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
 
-c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests]
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTestTracebacks, ClearHiddenTests]
 c.ExecutePreprocessor.timeout = 600
+# Autograde: nbgrader's list with Execute replaced by GuardedExecute (notebook time budget, output
+# limit, execution report); `llmcourse grade autograde` sets its limits per run.
+c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+# A deleted or de-marked test cell is put back and graded (llmcourse.integrity flags the tampering).
+c.OverwriteCells.add_missing_cells = True
