@@ -17,7 +17,7 @@ STAND_INS := gemma3-270m smollm2-135m-instruct
 # nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup prepare run test bench clean-outputs
+.PHONY: setup prepare run test bench gpu-check clean-outputs
 
 setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_LOAD)/.installed prepare
 
@@ -55,9 +55,17 @@ test: setup
 	bash .ci/install-chromium
 	$(VENV)/bin/python -m pytest -q
 
+# Every benchmark side by side -> outputs/bench/bench.json + bench.md  (BENCH_ARGS="--only train --readme")
 bench: setup
-	$(VENV)/bin/python benchmarks/train_throughput.py
-	$(VENV)/bin/python benchmarks/generation_throughput.py
+	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# GPU lane only (conda env of environment.yml): Unsloth vs PEFT+TRL, vLLM vs transformers, peak VRAM, < 10 min.
+# make gpu-check MODEL=/models/Qwen3-4B-Instruct-2507 [MODEL_NAME=qwen3-4b-instruct-2507]
+MODEL_NAME ?= qwen3-4b-instruct-2507
+GPU_PYTHON ?= $(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python,$(VENV)/bin/python)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --model-name $(MODEL_NAME) $(if $(MODEL),--model-path $(MODEL)) \
+		--out outputs/bench/gpu_check.json
 
 clean-outputs:
 	rm -rf outputs

