@@ -8,7 +8,7 @@ from llmcourse.benchmark import COLUMNS
 from conftest import ROOT, generate_release, grade_ids, validate
 
 pytestmark = pytest.mark.slow
-NOTEBOOKS = ("01_inference.ipynb", "02_acceleration.ipynb", "03_benchmark.ipynb")
+NOTEBOOKS = ("01_inference.ipynb", "02_acceleration.ipynb", "03_benchmark.ipynb", "04_troubleshooting.ipynb")
 
 
 def test_papermill_runs_every_day2_notebook_and_writes_the_benchmark(executed_course):
