@@ -1,12 +1,18 @@
 """Property-based fuzzing: any input to the data loader or the config gets a clear error, never a traceback
 of another kind, and input files are never modified."""
+import contextlib
 import hashlib
+import io
 import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+import yaml
+from conftest import CPU_CONFIG
+from llmcourse import cli
 
 from llmcourse.config import ConfigError, build_config
 from llmcourse.data import DataError, load_chat_jsonl
@@ -49,3 +55,39 @@ def test_any_config_validates_or_gets_a_config_error(overrides, raw):
         assert cfg.lora.r >= 1 and cfg.train.learning_rate > 0
     except ConfigError as exc:
         assert "问题" in str(exc) or "段落" in str(exc) or "覆盖参数" in str(exc)
+
+
+yaml_texts = st.one_of(
+    st.dictionaries(sections, st.dictionaries(fields, json_values, max_size=4) | json_values, max_size=4)
+    .map(lambda tree: yaml.safe_dump(tree, allow_unicode=True)),
+    st.lists(st.sampled_from(["model:", "  name: gemma3-270m", "lora:", "  r: 2001-13-01", "  r: [", "train: {",
+                              "\t- x", "data: !!python/object:os.system x", "serve:", "  port: 99999", ": :", "- a"]),
+             max_size=6).map("\n".join),
+    st.text(max_size=60))
+
+
+@FUZZ
+@given(content=st.one_of(yaml_texts.map(lambda text: text.encode("utf-8")), st.binary(max_size=120)))
+@example(content=b"lora:\n  r: 2001-13-01")  # PyYAML builds a date from it and fails: found by this test
+def test_any_config_file_gets_a_clear_cli_error_and_stays_untouched(content):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_bytes(content)
+        stderr = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            code = cli.main(["check-config", str(path)])
+        assert code in (0, 2)
+        if code == 2:
+            assert stderr.getvalue().startswith("错误：") and "Traceback" not in stderr.getvalue()
+        assert path.read_bytes() == content
+
+
+@FUZZ
+@given(value=st.text(max_size=30) | st.sampled_from(["2001-13-01", "[", "{a: ", "0000-00-00", "!!binary x"]))
+def test_any_command_line_override_gets_a_clear_cli_error(value):
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = cli.main(["check-config", str(CPU_CONFIG), f"lora.r={value}"])
+    assert code in (0, 2)
+    if code == 2:
+        assert stderr.getvalue().startswith("错误：") and "Traceback" not in stderr.getvalue()

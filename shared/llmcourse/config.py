@@ -318,8 +318,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"覆盖参数 {text!r} 格式不对：应写成 段落.字段=值，例如 lora.r=8")
     try:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"覆盖参数 {text!r} 的值无法解析：{exc}") from exc
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"覆盖参数 {text!r} 的值无法解析：{exc}") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -335,6 +335,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: YAML 语法错误：{getattr(exc, 'problem', exc)}") from None
+    except (ValueError, RecursionError) as exc:  # PyYAML builds dates like 2001-13-01 and fails on them
+        raise ConfigError(f"{path}: 有一个值无法解析（{exc}）；像日期的文字请加引号，例如 \"2001-13-01\"") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
