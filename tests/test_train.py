@@ -90,11 +90,12 @@ def test_adapter_changes_while_base_stays_frozen(unsloth_run):
     assert not (probe.before[probe.lora_name] == probe.after[probe.lora_name]).all()
 
 
-def test_unsloth_loss_covers_the_answer_only():
+def unsloth_answer_only_trainer(**overrides):
+    """Our Unsloth trainer on 4 Day 1 rows, labels masked to the answers; (trainer, model, tokenizer, examples)."""
     from trl import SFTTrainer
     from unsloth.chat_templates import train_on_responses_only
 
-    cfg = load_config(CPU_CONFIG, **{"data.max_samples": 4, "train.output_dir": "/tmp/llmcourse-mask-probe"})
+    cfg = load_config(CPU_CONFIG, **{"data.max_samples": 4, **overrides})
     model, tokenizer = training._load_unsloth(cfg, training.resolve_model_path(cfg), "cpu")
     examples = training.load_chat_jsonl(cfg.data.train_file, 4)
     trainer = SFTTrainer(model=model, processing_class=tokenizer,
@@ -102,6 +103,11 @@ def test_unsloth_loss_covers_the_answer_only():
                          args=training._sft_args(cfg, "cpu", Path(cfg.train.output_dir), dataset_text_field="text"))
     spec = training.get_model(cfg.model.name)
     trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part, response_part=spec.response_part)
+    return trainer, model, tokenizer, examples
+
+
+def test_unsloth_loss_covers_the_answer_only():
+    trainer, _, tokenizer, examples = unsloth_answer_only_trainer(**{"train.output_dir": "/tmp/llmcourse-mask-probe"})
     row = trainer.train_dataset[0]
     learned = tokenizer.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != -100])
     assert learned.startswith(examples[0].answer) and examples[0].question not in learned
@@ -173,18 +179,8 @@ def test_cpu_training_avoids_checkpointing_and_uses_bf16_only_where_native(monke
 
 
 def test_padding_free_batches_give_the_padded_loss():
-    from trl import SFTTrainer
-    from unsloth.chat_templates import train_on_responses_only
-
-    cfg = load_config(CPU_CONFIG, **{"data.max_samples": 4, "model.dtype": "float32",
-                                     "train.output_dir": "/tmp/llmcourse-packing-probe"})
-    model, tokenizer = training._load_unsloth(cfg, training.resolve_model_path(cfg), "cpu")
-    examples = training.load_chat_jsonl(cfg.data.train_file, 4)
-    trainer = SFTTrainer(model=model, processing_class=tokenizer,
-                         train_dataset=training.build_dataset(examples, "unsloth", tokenizer, cfg),
-                         args=training._sft_args(cfg, "cpu", Path(cfg.train.output_dir), dataset_text_field="text"))
-    spec = training.get_model(cfg.model.name)
-    trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part, response_part=spec.response_part)
+    trainer, model, _, _ = unsloth_answer_only_trainer(**{"model.dtype": "float32",
+                                                          "train.output_dir": "/tmp/llmcourse-packing-probe"})
     rows = [trainer.train_dataset[i] for i in range(4)]
     padded, packed = trainer.data_collator(rows), training.PaddingFreeCollator()(rows)
     real = sum(len(r["input_ids"]) for r in rows)
