@@ -60,12 +60,13 @@ def main() -> None:
             cpu_rate = round(tokens / cpu, 1)
             best[name]["tokens_per_cpu_s"] = max(best[name].get("tokens_per_cpu_s", 0), cpu_rate)
     sequential = best["batch 1"]
+    sequential_texts = sequential["texts"]
     print(f"\n{len(prompts)} prompts, {args.max_tokens} new tokens each, greedy; load average "
           f"{load_start:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name, run in best.items():
         run["vs_batch_1"] = round(run["tokens_per_s"] / sequential["tokens_per_s"], 2)
         run["vs_batch_1_cpu_time"] = round(run["tokens_per_cpu_s"] / sequential["tokens_per_cpu_s"], 2)
-        run["same_answers_as_batch_1"] = run.pop("texts") == sequential["texts"]
+        run["same_answers_as_batch_1"] = run.pop("texts") == sequential_texts
         print(f"{name:<20} {run['tokens']} tokens in {run['seconds']:.1f} s = {run['tokens_per_s']:.1f} tokens/s "
               f"({run['vs_batch_1']:.2f}x batch 1), {run['tokens_per_cpu_s']:.1f} per CPU second "
               f"({run['vs_batch_1_cpu_time']:.2f}x); answers {'identical' if run['same_answers_as_batch_1'] else 'DIFFER'}")
