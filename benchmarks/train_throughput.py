@@ -181,13 +181,9 @@ def show(value, form: str) -> str:
     return "—" if value is None else format(value, form)
 
 
-def native_bf16() -> bool:
-    flags = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
 def main() -> None:
     from llmcourse.config import load_config
+    from llmcourse.lane import cpu_has_native_bf16
     from llmcourse.models import get_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,9 +207,9 @@ def main() -> None:
         shapes = [(tokens_per_step, i, o) for i, o in spec.shape.linear_shapes().values()]
         shapes.append((answers_per_step, h, v))
         rates = {"float32": matmul_rate(shapes, "float32", cfg.train.num_threads),
-                 "bfloat16": matmul_rate(shapes, "bfloat16", cfg.train.num_threads) if native_bf16() else None}
+                 "bfloat16": matmul_rate(shapes, "bfloat16", cfg.train.num_threads) if cpu_has_native_bf16() else None}
         rates["float32_1_thread"] = matmul_rate(shapes, "float32", 1)
-        rates["bfloat16_1_thread"] = matmul_rate(shapes, "bfloat16", 1) if native_bf16() else None
+        rates["bfloat16_1_thread"] = matmul_rate(shapes, "bfloat16", 1) if cpu_has_native_bf16() else None
         import torch
         torch.set_num_threads(cfg.train.num_threads or os.cpu_count())
         return rates
