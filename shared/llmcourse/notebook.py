@@ -95,14 +95,19 @@ class LiveLossPlot:
             self.handle.update(image)
 
     def png(self):
-        """The current curve as a PNG image (a bare Figure has no rich display of its own)."""
-        import io
+        """The current curve as a PNG image."""
+        return figure_png(self.axes.figure)
 
-        from IPython.display import Image
 
-        buffer = io.BytesIO()
-        self.axes.figure.savefig(buffer, format="png", dpi=90)
-        return Image(data=buffer.getvalue(), format="png")
+def figure_png(figure):
+    """A matplotlib Figure as a PNG image the notebook can display (a bare Figure has no rich display)."""
+    import io
+
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return Image(data=buffer.getvalue(), format="png")
 
 
 def save_text(path: str | Path, text: str) -> Path:

@@ -235,15 +235,11 @@ def peak_memory(device: str) -> float | None:
 
 
 def figure_image(figure):
-    """A matplotlib Figure as a PNG the notebook can display (a bare Figure has no display)."""
-    import io
+    """The figure, laid out, as a PNG the notebook can display."""
+    from llmcourse.notebook import figure_png
 
-    from IPython.display import Image
-
-    buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=90)
-    return Image(data=buffer.getvalue(), format="png")
+    return figure_png(figure)
 
 
 # ---------------------------------------------------------------- the lab
@@ -572,10 +568,12 @@ def plot_training(result: dict[str, Any]):
 
     ax = Figure(figsize=(6, 3.5)).subplots()
     for name, run in result["variants"].items():
-        ax.plot([r["step"] for r in run["log"]], [r["loss"] for r in run["log"]], marker="o", label=name)
+        # the legend names the override, in ASCII: no CJK font is assumed (see llmcourse.datareport)
+        label = ", ".join(f"{key}={value}" for key, value in run["overrides"].items()) or "defaults"
+        ax.plot([r["step"] for r in run["log"]], [r["loss"] for r in run["log"]], marker="o", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.legend(prop=_cjk_font())
+    ax.legend()
     ax.grid(alpha=0.3)
     return figure_image(ax.figure)
 
@@ -601,16 +599,6 @@ def memory_table(result: dict[str, Any]):
                      "训练额外 MB（估算）": row["estimated_extra_mb"],
                      "每步秒数": row.get("seconds_per_step", "—"), "状态": row["status"]})
     return _table(rows).fillna("不可用")
-
-
-def _cjk_font():
-    """A font that can draw Chinese legend labels, when one is installed (else matplotlib's default)."""
-    from matplotlib import font_manager
-
-    for name in ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei"):
-        if any(font.name == name for font in font_manager.fontManager.ttflist):
-            return font_manager.FontProperties(family=name)
-    return None
 
 
 # ---------------------------------------------------------------- loss plots
