@@ -201,3 +201,76 @@ def test_bad_data_fails_before_any_model_loads(tmp_path):
     with pytest.raises(DataError, match="bad.jsonl:1"):
         training.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lean_lm_head_gives_the_same_loss_gradients_and_metrics(monkeypatch, dtype):
+    """One batch through our trainer with the LM head Unsloth installs, then with llmcourse.lm_head."""
+    import torch
+    from trl.trainer import utils as trl_utils
+    from llmcourse import lm_head
+
+    if dtype == "bfloat16" and not training.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    trainer, model, _, _ = unsloth_answer_only_trainer(**{"model.dtype": dtype,
+                                                          "train.output_dir": "/tmp/llmcourse-head-probe"})
+    batch = training.PaddingFreeCollator()([trainer.train_dataset[i] for i in range(4)])
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", trl_utils._ChunkedLogProbFunction)
+    figures = []
+    for lean in (False, True):
+        if lean:
+            assert lm_head.use_lean_cpu_lm_head()
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.requires_grad])
+        metrics = {name: trainer._metrics["train"][name][-1] for name in ("entropy", "mean_token_accuracy")}
+        figures.append((float(loss), grads, metrics))
+    (loss_before, grads_before, metrics_before), (loss_lean, grads_lean, metrics_lean) = figures
+    close = 1e-5 if dtype == "float32" else 1e-3
+    assert loss_lean == pytest.approx(loss_before, rel=close)
+    assert float((grads_lean - grads_before).norm() / grads_before.norm()) < (1e-4 if dtype == "float32" else 2e-2)
+    # Unsloth's entropy sums in another order; ours is checked against the definition in test_lm_head.py
+    assert metrics_lean["entropy"] == pytest.approx(metrics_before["entropy"], rel=1e-3)
+    assert metrics_lean["mean_token_accuracy"] == pytest.approx(metrics_before["mean_token_accuracy"], abs=0.02)
+
+
+def test_compiling_is_on_by_default_only_where_it_pays(tmp_path):
+    cfg = load_config(CPU_CONFIG, **{"train.max_steps": 60})
+    assert training.planned_steps(cfg, 1000) == 60
+    assert not training._torch_compile(cfg, "unsloth", "cpu", 1000)
+    long_run = load_config(CPU_CONFIG, **{"train.max_steps": training.COMPILE_MIN_STEPS})
+    assert training._torch_compile(long_run, "unsloth", "cpu", 10)
+    assert not training._torch_compile(long_run, "unsloth", "cuda", 10)  # Unsloth compiles on a GPU itself
+    assert not training._torch_compile(long_run, "trl", "cpu", 10)
+    by_epochs = load_config(CPU_CONFIG, **{"train.max_steps": -1, "train.num_train_epochs": 3,
+                                           "train.per_device_train_batch_size": 4})
+    assert training.planned_steps(by_epochs, 270) == 3 * 68
+    assert training._torch_compile(by_epochs, "unsloth", "cpu", 270)
+    assert not training._torch_compile(by_epochs, "unsloth", "cpu", 260)
+    for setting in (True, False):
+        forced = load_config(CPU_CONFIG, **{"train.torch_compile": setting})
+        assert training._torch_compile(forced, "unsloth", "cpu", 4) is setting
+        assert training._sft_args(forced, "cpu", tmp_path, torch_compile=setting).torch_compile is setting
+
+
+class ModelProbe(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.compiled = sum(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+@pytest.mark.slow
+def test_compiled_cpu_training(tmp_path):
+    """train.torch_compile=true: Unsloth compiles the decoder layers and the run trains as usual."""
+    if library_version("unsloth") is None:
+        pytest.skip("Unsloth lane only")
+    cfg = load_config(CPU_CONFIG, **{**SMALL, "train.max_steps": 3, "train.torch_compile": True,
+                                     "train.output_dir": str(tmp_path), "train.engine": "unsloth"})
+    probe = ModelProbe()
+    result = training.train(cfg, callbacks=[probe])
+    assert probe.compiled == training.get_model(cfg.model.name).shape.num_hidden_layers
+    assert result.steps == 3 and all(row["loss"] > 0 for row in result.log)
+    assert load_config(tmp_path / "config.yaml").train.torch_compile is True
+    plain = load_config(CPU_CONFIG, **{**SMALL, "train.output_dir": str(tmp_path / "plain")})
+    assert training._torch_compile(plain, "unsloth", "cpu", 16) is False

@@ -180,6 +180,8 @@ class TrainSection(_Section):
     seed: int = 42
     optim: str = "adamw_torch"
     num_threads: int | None = Field(None, ge=1, le=256)  # CPU torch threads; None: all cores
+    # None: on for Unsloth on a CPU in runs of at least 200 steps (compiling costs ~30-45 s once), else off
+    torch_compile: bool | None = None
 
 
 class InferSection(_Section):

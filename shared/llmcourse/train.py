@@ -12,6 +12,11 @@ Usage::
 mode); ``trl`` = ``AutoModelForCausalLM`` + PEFT ``LoraConfig`` + TRL ``SFTTrainer``;
 ``auto`` = Unsloth when installed, else TRL.
 
+On a CPU the Unsloth engine, by default, computes in bf16 where the CPU has it natively, joins each
+batch's rows without padding (:class:`PaddingFreeCollator`), scores the answers through a lean LM
+head (:mod:`llmcourse.lm_head`) and, in runs of at least ``COMPILE_MIN_STEPS`` steps, compiles its
+decoder layers (``train.torch_compile``). ``make bench`` measures what each of these is worth.
+
 Every run writes into ``train.output_dir`` (the artifact contract graders and later steps read):
 
 ==================  =============================================================
@@ -198,6 +203,28 @@ def _gradient_checkpointing(cfg: CourseConfig, device: str) -> bool:
     return setting if setting is not None else device == "cuda"
 
 
+# Below this many steps compiling costs more than it saves on a CPU (make bench: the first step takes
+# ~30-45 s longer, each later one ~0.2-0.3 s less for the course's model and batch).
+COMPILE_MIN_STEPS = 200
+
+
+def planned_steps(cfg: CourseConfig, rows: int) -> int:
+    """Optimizer steps the run will take over ``rows`` training rows."""
+    t = cfg.train
+    if t.max_steps > 0:
+        return t.max_steps
+    per_epoch = -(-rows // (t.per_device_train_batch_size * t.gradient_accumulation_steps))
+    return int(per_epoch * t.num_train_epochs)
+
+
+def _torch_compile(cfg: CourseConfig, engine: str, device: str, rows: int) -> bool:
+    """As configured; by default on for Unsloth on a CPU when the run is long enough to pay for compiling."""
+    setting = cfg.train.torch_compile
+    if setting is not None:
+        return setting
+    return engine == "unsloth" and device == "cpu" and planned_steps(cfg, rows) >= COMPILE_MIN_STEPS
+
+
 def _sft_args(cfg: CourseConfig, device: str, output_dir: Path, **extra):
     from trl import SFTConfig
 
@@ -242,7 +269,9 @@ def _prepare_output(cfg: CourseConfig, resume: bool) -> tuple[Path, str | None]:
     return out, checkpoint
 
 
-def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
+def _load_unsloth(cfg: CourseConfig, model_path: str, device: str, compile_layers: bool = False):
+    """``compile_layers``: on a CPU, Unsloth compiles each decoder layer (torch.compile, Inductor C++);
+    where no C++ compiler is found it says so and trains eagerly. On a GPU Unsloth decides itself."""
     from unsloth import FastLanguageModel
 
     spec = get_model(cfg.model.name)
@@ -251,14 +280,25 @@ def _load_unsloth(cfg: CourseConfig, model_path: str, device: str):
         load_in_4bit=cfg.model.load_in_4bit, full_finetuning=False)
     lora = cfg.lora
     checkpointing = _gradient_checkpointing(cfg, device)
-    model = FastLanguageModel.get_peft_model(
-        model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
-        target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
-        use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=cfg.train.seed)
+    # Unsloth reads its CPU compile switch from the environment when it prepares the LoRA model.
+    previous = os.environ.get("UNSLOTH_CPU_COMPILE")
+    if device == "cpu":
+        os.environ["UNSLOTH_CPU_COMPILE"] = "1" if compile_layers else "0"
+    try:
+        model = FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
+            target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
+            use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=cfg.train.seed)
+    finally:
+        if previous is None:
+            os.environ.pop("UNSLOTH_CPU_COMPILE", None)
+        else:
+            os.environ["UNSLOTH_CPU_COMPILE"] = previous
     return model, use_course_template(tokenizer, cfg)
 
 
-def _load_trl(cfg: CourseConfig, model_path: str, device: str):
+def _load_trl(cfg: CourseConfig, model_path: str, device: str, compile_layers: bool = False):
+    """``compile_layers`` is handled by the trainer here (``SFTConfig.torch_compile``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -347,19 +387,22 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
         import torch
         torch.set_num_threads(cfg.train.num_threads)
     out, checkpoint = _prepare_output(cfg, resume)
+    compile_layers = _torch_compile(cfg, engine, device, len(examples))
     resolved = cfg.model_copy(deep=True)
     resolved.train.engine, resolved.model.device = engine, device
+    resolved.train.torch_compile = compile_layers
     resolved.save(out / "config.yaml")
     (out / "env.json").write_text(json.dumps(environment_report(device, engine), ensure_ascii=False, indent=2),
                                   encoding="utf-8")
 
     model_path = resolve_model_path(cfg)
     loader = _load_unsloth if engine == "unsloth" else _load_trl
-    model, tokenizer = loader(cfg, model_path, device)
+    model, tokenizer = loader(cfg, model_path, device, compile_layers=compile_layers)
     from trl import SFTTrainer
 
     dataset = build_dataset(examples, engine, tokenizer, cfg)
-    extra = {"dataset_text_field": "text"} if engine == "unsloth" else {"completion_only_loss": cfg.train.assistant_only_loss}
+    extra = {"dataset_text_field": "text"} if engine == "unsloth" else \
+        {"completion_only_loss": cfg.train.assistant_only_loss, "torch_compile": compile_layers}
     counter = TokenCounter()
     trainer = SFTTrainer(
         model=model, processing_class=tokenizer, train_dataset=dataset, args=_sft_args(cfg, device, out, **extra),
@@ -373,7 +416,16 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     if _padding_free(cfg, engine, device) and "labels" in trainer.train_dataset.column_names:
         trainer.data_collator = PaddingFreeCollator()
     counter.watch(trainer)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    lean_head = engine == "unsloth" and device == "cpu" and os.environ.get("LLMCOURSE_LEAN_LM_HEAD", "1") != "0"
+    if lean_head:
+        from llmcourse.lm_head import use_lean_cpu_lm_head
+        use_lean_cpu_lm_head()
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if lean_head:
+            from llmcourse.lm_head import release_buffers
+            release_buffers()
 
     trainer.model.save_pretrained(out / ADAPTER_DIR)
     tokenizer.save_pretrained(out / ADAPTER_DIR)
