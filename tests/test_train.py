@@ -226,7 +226,7 @@ def test_lean_lm_head_gives_the_same_loss_gradients_and_metrics(monkeypatch, dty
         loss.backward()
         grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.requires_grad])
         metrics = {name: trainer._metrics["train"][name][-1] for name in ("entropy", "mean_token_accuracy")}
-        figures.append((float(loss), grads, metrics))
+        figures.append((loss.item(), grads, metrics))
     (loss_before, grads_before, metrics_before), (loss_lean, grads_lean, metrics_lean) = figures
     close = 1e-5 if dtype == "float32" else 1e-3
     assert loss_lean == pytest.approx(loss_before, rel=close)
