@@ -259,7 +259,7 @@ def main() -> None:
           + (f", bf16 {peak['bfloat16'] / 1e9:.0f} ({peak['bfloat16_1_thread'] / 1e9:.0f})" if peak["bfloat16"] else ""))
     print("utilisation = needed FLOPs / (seconds x fp32 matmul rate); 'cpu' = needed FLOPs / (CPU seconds x the "
           "1-thread rate), which other jobs on the machine barely move")
-    print(f"{'run':<18}{'dtype':<14}{'answer tok/s':>13}{'vs TRL def.':>12}{'CPU s':>11}{'vs TRL (cpu)':>13}"
+    print(f"{'run':<22}{'dtype':<14}{'answer tok/s':>13}{'vs TRL def.':>12}{'CPU s':>11}{'vs TRL (cpu)':>13}"
           f"{'util.':>7}{'util. cpu':>10}{'peak RSS MB':>12}")
     table = []
     for name, run in best.items():
@@ -275,16 +275,19 @@ def main() -> None:
             row["utilisation_bf16"] = round(flops / run["training_s"] / peak["bfloat16"], 3)
             row["utilisation_bf16_cpu_time"] = round(flops / cpu / peak["bfloat16_1_thread"], 3) if cpu else None
         table.append(row)
-        print(f"{name:<18}{run['dtype']!s:<14}{rate:>13.1f}{show(row['vs_trl_defaults'], '.2f'):>11}x"
+        print(f"{name:<22}{run['dtype']!s:<14}{rate:>13.1f}{show(row['vs_trl_defaults'], '.2f'):>11}x"
               f"{show(cpu, '.0f'):>11}{show(row['vs_trl_defaults_cpu_time'], '.2f'):>12}x"
               f"{show(row['utilisation_fp32'], '.0%'):>7}{show(row['utilisation_fp32_cpu_time'], '.0%'):>10}"
               f"{run['peak_rss_mb']:>12}")
 
     ours = next(row for row in table if row["name"] == "unsloth")
     defaults = next((row for row in table if row["name"] == "trl-defaults"), None)
-    speedup = ours["vs_trl_defaults_cpu_time"] if busy and ours["vs_trl_defaults_cpu_time"] else ours["vs_trl_defaults"]
-    utilisation = ours["utilisation_fp32_cpu_time"] if busy and ours["utilisation_fp32_cpu_time"] \
-        else ours["utilisation_fp32"]
+
+    def judged_figure(row: dict, key: str):
+        """The CPU-time form of a figure on a busy machine (where it exists), else the wall-clock one."""
+        return row[f"{key}_cpu_time"] if busy and row[f"{key}_cpu_time"] else row[key]
+
+    speedup, utilisation = judged_figure(ours, "vs_trl_defaults"), judged_figure(ours, "utilisation_fp32")
     judged = "CPU time (machine busy)" if busy else "wall clock"
     bf16_note = ""
     if ours.get("utilisation_bf16") is not None:
@@ -305,8 +308,7 @@ def main() -> None:
               "goal": "", "met": None}]
     compiled = next((row for row in table if row["name"] == "unsloth compiled"), None)
     if compiled:
-        long_util = compiled["utilisation_fp32_cpu_time"] if busy and compiled["utilisation_fp32_cpu_time"] \
-            else compiled["utilisation_fp32"]
+        long_util = judged_figure(compiled, "utilisation_fp32")
         goals.append({"what": f"LoRA training utilisation in runs of {COMPILE_MIN_STEPS}+ steps (compiled by default)",
                       "value": (f"{compiled['utilisation_fp32']:.0%} wall, "
                                 f"{compiled['utilisation_fp32_cpu_time'] or 0:.0%} CPU time, "
