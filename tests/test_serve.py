@@ -1,6 +1,7 @@
 """The CPU-lane API: auth, the OpenAI wire format (through the real openai client), streaming, 4xx corpus."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -112,13 +113,29 @@ def test_missing_adapter_says_what_to_do(tmp_path):
 
 
 def test_vllm_command_serves_the_unmerged_adapter(tmp_path):
-    cfg = build_config({"model": {"name": "qwen3-4b-instruct-2507", "source": "hf"}, "lora": {"r": 32},
-                        "serve": {"served_model_name": "faq", "port": 9000}})
-    command = vllm_command(cfg, "sk-secret", tmp_path / "adapter")
-    assert command[:3] == ["vllm", "serve", "Qwen/Qwen3-4B-Instruct-2507"]
+    cfg = build_config({"model": {"name": "qwen3-4b-instruct-2507", "source": "hf", "device": "cpu"}, "lora": {"r": 32},
+                        "serve": {"served_model_name": "faq", "port": 9000, "api_key": "sk-secret"}})
+    import llmcourse.vllm_lane as lane
+    original, lane._model_template = lane._model_template, lambda cfg: "{{ messages[0]['content'] }}"
+    try:
+        command = vllm_command(cfg, tmp_path / "adapter", template_dir=tmp_path)
+    finally:
+        lane._model_template = original
+    assert command[1:4] == ["-m", "vllm.entrypoints.openai.api_server", "--model"]
+    assert command[4] == "Qwen/Qwen3-4B-Instruct-2507"
     assert "--enable-lora" in command and f"faq={tmp_path / 'adapter'}" in command
     assert command[command.index("--max-lora-rank") + 1] == "32"
-    assert "sk-secret" not in command  # the key travels in VLLM_API_KEY, not in `ps` output
+    assert command[command.index("--max-num-seqs") + 1] == str(cfg.serve.max_batch)
+    assert "--enforce-eager" in command  # CPU: no graph compilation at start
+    assert "sk-secret" not in " ".join(command)  # the key travels in VLLM_API_KEY, not in `ps` output
+    template = Path(command[command.index("--chat-template") + 1]).read_text(encoding="utf-8")
+    assert template.endswith("{{ messages[0]['content'] }}") and "default_system" in template
+
+
+def test_vllm_command_rounds_the_lora_rank_up(tmp_path):
+    cfg = build_config({"model": {"device": "cpu"}, "lora": {"r": 4, "lora_alpha": 8}})
+    command = vllm_command(cfg, tmp_path / "adapter", template_dir=tmp_path)
+    assert command[command.index("--max-lora-rank") + 1] == "8"
 
 
 json_values = st.recursive(

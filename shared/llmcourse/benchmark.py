@@ -101,6 +101,75 @@ def compare_batch_sizes(engine, prompts: list[list[dict]], sizes=(1, 4, 8)):
     return table
 
 
+def compare_engines(engines: dict, prompts: list[list[dict]], sizes=(1, 16)):
+    """The same prompts through each engine at each batch size: speed, time to first token, memory.
+
+    Returns ``(table, answers)``: one row per engine and batch size (``tokens_per_s`` = all output
+    tokens / wall time; ``ttft_s`` and ``ms_per_output_token`` = means over requests, the latter
+    (latency - TTFT) / (tokens - 1); ``peak_memory_mb`` = peak RSS of this process and its children
+    while that engine answered: vLLM's engine runs in a child process; shared pages count once per
+    process, so it is an upper bound), and ``answers[engine]`` = the answers at the largest batch size.
+    """
+    import time
+
+    import pandas as pd
+
+    rows, answers = [], {}
+    for name, engine in engines.items():
+        for size in sizes:
+            with ResourceMonitor(engine.cfg.model.device, include_children=True) as monitor:
+                started = time.perf_counter()
+                results = engine.generate(prompts, batch_size=size)
+                seconds = time.perf_counter() - started
+            tokens = sum(r.output_tokens for r in results)
+            ttfts = [r.ttft_s for r in results if r.ttft_s is not None]
+            per_token = [(r.latency_s - r.ttft_s) / (r.output_tokens - 1) for r in results
+                         if r.ttft_s is not None and r.output_tokens > 1]
+            rows.append({"engine": name, "batch_size": size, "prompts": len(prompts), "output_tokens": tokens,
+                         "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+                         "ttft_s": round(sum(ttfts) / len(ttfts), 3) if ttfts else None,
+                         "ms_per_output_token": round(1000 * sum(per_token) / len(per_token), 1) if per_token else None,
+                         "peak_memory_mb": monitor.summary["peak_memory_mb"]})
+            answers[name] = results
+    return pd.DataFrame(rows), answers
+
+
+def compare_answers(first: list, second: list):
+    """Greedy answers of two engines, token by token: per prompt, identical or the first differing token."""
+    import pandas as pd
+
+    rows = []
+    for index, (a, b) in enumerate(zip(first, second)):
+        ids_a, ids_b = a.token_ids or [], b.token_ids or []
+        differ = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y),
+                      None if len(ids_a) == len(ids_b) else min(len(ids_a), len(ids_b)))
+        rows.append({"prompt": index, "identical": differ is None, "first_difference_at": differ,
+                     "tokens_a": len(ids_a), "tokens_b": len(ids_b), "text_a": a.text, "text_b": b.text})
+    return pd.DataFrame(rows)
+
+
+def engine_findings(table) -> list[str]:
+    """Sentences read off a :func:`compare_engines` table (nothing here is a number we did not measure)."""
+    lines = []
+    engines = list(dict.fromkeys(table.engine))
+    if len(engines) < 2:
+        return ["只测了一个引擎，没有可比较的数字。"]
+    base, other = engines[0], engines[1]
+    for size in sorted(set(table.batch_size)):
+        a = table[(table.engine == base) & (table.batch_size == size)].iloc[0]
+        b = table[(table.engine == other) & (table.batch_size == size)].iloc[0]
+        ratio = b.tokens_per_s / a.tokens_per_s if a.tokens_per_s else float("nan")
+        lines.append(f"批大小 {size}：{other} {b.tokens_per_s} tokens/s，{base} {a.tokens_per_s} tokens/s，"
+                     f"{other} 是 {base} 的 {ratio:.2f} 倍。")
+    for name in engines:
+        rows = table[table.engine == name].sort_values("batch_size")
+        small, large = rows.iloc[0], rows.iloc[-1]
+        if large.batch_size > small.batch_size and small.tokens_per_s:
+            lines.append(f"{name}：批大小 {small.batch_size} → {large.batch_size}，吞吐 "
+                         f"{large.tokens_per_s / small.tokens_per_s:.2f} 倍；峰值内存 {large.peak_memory_mb} MB。")
+    return lines
+
+
 def summary_table(table) -> str:
     """Markdown: mean score, latency p50/p95, tokens/s and peak memory per model and engine."""
     grouped = table.groupby(["model", "engine"])

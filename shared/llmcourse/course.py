@@ -71,7 +71,7 @@ def run_day(day: str, out_dir: str | Path, parameters: dict[str, dict] | None = 
         started = time.perf_counter()
         papermill.execute_notebook(str(notebook), str(notebook.with_suffix(".executed.ipynb")),
                                    parameters=(parameters or {}).get(notebook.name, {}), cwd=str(folder),
-                                   kernel_name="python3", execution_timeout=timeout, progress_bar=False)
+                                   execution_timeout=timeout, progress_bar=False)  # kernel: the notebook's own
         seconds[notebook.name] = round(time.perf_counter() - started, 1)
         print(f"{day}/{notebook.name}: {seconds[notebook.name]} s")
     return seconds

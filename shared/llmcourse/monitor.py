@@ -37,7 +37,9 @@ def _nvml_handle():
 class ResourceMonitor:
     """Context manager sampling memory and utilisation every ``interval`` seconds in a thread."""
 
-    def __init__(self, device: str | None = None, interval: float = 0.1):
+    def __init__(self, device: str | None = None, interval: float = 0.1, include_children: bool = False):
+        """``include_children``: RSS of this process plus all its descendants (vLLM runs its engine,
+        and on a CPU also its worker, in processes of their own)."""
         from llmcourse.lane import resolve_device
         self.device = resolve_device(device or "auto")
         self.interval = interval
@@ -45,16 +47,27 @@ class ResourceMonitor:
         self.summary: dict[str, Any] = {}
         self._stop = threading.Event()
         self._process = psutil.Process()
+        self.include_children = include_children
         self._nvml = _nvml_handle() if self.device == "cuda" else None
 
     def _sample(self) -> dict[str, float]:
-        sample = {"t": time.perf_counter(), "rss_mb": self._process.memory_info().rss / 2**20,
+        sample = {"t": time.perf_counter(), "rss_mb": self._rss() / 2**20,
                   "cpu_percent": self._process.cpu_percent(None)}
         if self._nvml is not None:
             import pynvml
             sample["gpu_memory_mb"] = pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used / 2**20
             sample["gpu_util_percent"] = float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu)
         return sample
+
+    def _rss(self) -> int:
+        rss = self._process.memory_info().rss
+        if self.include_children:
+            for child in self._process.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.Error:  # ended between listing and reading
+                    pass
+        return rss
 
     def _run(self) -> None:
         while not self._stop.is_set():

