@@ -41,6 +41,7 @@ MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 PARTS = [
     ("train", "train_throughput.py", ["--levers"], 7200),
     ("generation", "generation_throughput.py", [], 1800),
+    ("vllm", "vllm_generation.py", [], 2400),
     ("api", "api_load.py", [], 1800),
     ("course", "course_time.py", [], 3600),
     ("grading", "grading_throughput.py", [], 1800),

@@ -55,3 +55,42 @@ def test_batch_size_comparison_reports_speedup():
     table = compare_batch_sizes(engine, prompts, sizes=(1, 4))
     assert list(table.batch_size) == [1, 4] and table.speedup.iloc[0] == 1.0
     assert (table.output_tokens > 0).all() and (table.tokens_per_s > 0).all()
+
+
+def test_compare_answers_finds_the_first_differing_token():
+    from llmcourse.benchmark import compare_answers
+    from llmcourse.infer import Generation
+
+    def gen(ids):
+        return Generation(text=str(ids), prompt_tokens=3, output_tokens=len(ids), latency_s=1.0, ttft_s=0.1,
+                          tokens_per_s=float(len(ids)), token_ids=ids)
+
+    same = compare_answers([gen([1, 2, 3]), gen([1, 2, 3]), gen([1, 2])], [gen([1, 2, 3]), gen([1, 9, 3]), gen([1, 2, 5])])
+    assert same.identical.tolist() == [True, False, False]
+    assert same.first_difference_at.tolist()[1:] == [1, 2]
+    assert "token_ids" not in gen([1]).to_dict()  # generations.jsonl keeps its columns
+
+
+def test_compare_engines_measures_each_engine_and_batch_size():
+    from llmcourse.benchmark import compare_engines, engine_findings
+    from llmcourse.config import build_config
+    from llmcourse.infer import Generation
+
+    class Fake:
+        def __init__(self, per_token):
+            self.cfg, self.per_token, self.calls = build_config({"model": {"device": "cpu"}}), per_token, []
+
+        def generate(self, prompts, batch_size=None):
+            self.calls.append(batch_size)
+            return [Generation(text="答", prompt_tokens=5, output_tokens=11, latency_s=self.per_token * 11,
+                               ttft_s=self.per_token, tokens_per_s=1 / self.per_token, token_ids=[1] * 11)
+                    for _ in prompts]
+
+    slow, fast = Fake(0.02), Fake(0.01)
+    table, answers = compare_engines({"transformers": slow, "vllm": fast}, [[{"role": "user", "content": "q"}]] * 4,
+                                     sizes=(1, 4))
+    assert slow.calls == [1, 4] and fast.calls == [1, 4]
+    assert list(table.engine) == ["transformers", "transformers", "vllm", "vllm"]
+    assert table.ms_per_output_token.tolist() == [20.0, 20.0, 10.0, 10.0]
+    assert (table.peak_memory_mb > 0).all() and len(answers["vllm"]) == 4
+    assert any("vllm 是 transformers 的" in line for line in engine_findings(table))

@@ -29,10 +29,15 @@ def test_batched_and_single_greedy_answers_agree(engine):
     assert batched == single
 
 
-def test_vllm_is_refused_without_a_gpu():
-    if "vllm" in available_engines():
-        pytest.skip("a GPU with vLLM is present")
-    with pytest.raises(RuntimeError, match="vLLM 只能在 NVIDIA GPU"):
+def test_auto_starts_no_vllm_worker_and_missing_vllm_says_what_to_do(monkeypatch):
+    import llmcourse.vllm_lane as vllm_lane
+    from llmcourse.infer import default_engines
+
+    if not vllm_lane.importable_here():
+        assert default_engines() == ["transformers"]  # auto: no vLLM worker start behind the learner's back
+    monkeypatch.setattr(vllm_lane, "vllm_python", lambda: None)
+    assert available_engines() == ["transformers"]
+    with pytest.raises(RuntimeError, match="make setup"):
         load_engine(load_config(CPU_CONFIG), engine="vllm")
 
 

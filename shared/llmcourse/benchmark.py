@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmcourse.cases import question_of
 from llmcourse.config import CourseConfig
-from llmcourse.infer import available_engines, load_engine
+from llmcourse.infer import default_engines, load_engine
 from llmcourse.monitor import ResourceMonitor
 from llmcourse.scoring import auto_score, rouge_l
 
@@ -39,7 +39,7 @@ def run_benchmark(cfg: CourseConfig, cases: list[dict], adapter_dir: str | Path,
         handle.writelines(json.dumps(case, ensure_ascii=False) + "\n" for case in cases)
     rows, generations = [], []
     prompts = [case["messages"] for case in cases]
-    for engine_name in engines or available_engines():
+    for engine_name in engines or default_engines():
         for model_name, adapter in (("base", None), ("fine_tuned", adapter_dir)):
             with ResourceMonitor(cfg.model.device) as monitor:
                 engine = load_engine(cfg, adapter, engine=engine_name)

@@ -363,16 +363,24 @@ def available_engines() -> list[str]:
     return ["transformers"] + (["vllm"] if vllm_python() else [])
 
 
-def load_engine(cfg: CourseConfig, adapter_dir: str | Path | None = None, engine: str | None = None):
-    """``infer.engine`` (or ``engine``): ``auto`` = vLLM where it is installed, else transformers.
+def default_engines() -> list[str]:
+    """What ``infer.engine: auto`` and benchmarks use by default: vLLM only where this Python imports it."""
+    from llmcourse.vllm_lane import importable_here
 
-    vLLM runs in this process when this Python imports it, else in a :class:`VLLMWorkerEngine`.
+    return ["transformers"] + (["vllm"] if importable_here() else [])
+
+
+def load_engine(cfg: CourseConfig, adapter_dir: str | Path | None = None, engine: str | None = None):
+    """``infer.engine`` (or ``engine``): ``auto`` = vLLM where this Python imports it, else transformers;
+    ``vllm`` also works from a Python without it, through a :class:`VLLMWorkerEngine` (a process of
+    ``.venv-vllm``'s Python). ``auto`` does not start one: each start costs tens of seconds on a CPU,
+    so the course asks for it by name where vLLM is the subject (Day 2, ``make bench``).
     """
     from llmcourse.vllm_lane import importable_here
 
     choice = engine or cfg.infer.engine
     if choice == "auto":
-        choice = available_engines()[-1]
+        choice = default_engines()[-1]
     if choice == "vllm":
         if "vllm" not in available_engines():
             raise RuntimeError(VLLM_MISSING)

