@@ -1,8 +1,8 @@
 """Real client libraries (openai, LangChain, LlamaIndex) against the course's OpenAI-compatible API.
 
 The suite itself is tests/clients/suite.py, run with .venv-clients (``make setup`` builds it: the
-clients' pins clash with the course venv's). The server comes from the ``api_server`` fixture:
-anything with ``.base_url`` (…/v1), ``.api_key`` and ``.model``, and optionally ``.known_failures``,
+clients' pins clash with the course venv's). Here the server is our FastAPI app (``api_server``);
+tests/test_vllm.py runs the same suite against vLLM's server. A server is anything with ``.base_url`` (…/v1), ``.api_key`` and ``.model``, and optionally ``.known_failures``,
 the suite cases that server is known to fail (the test fails if that set changes either way).
 """
 
@@ -61,16 +61,15 @@ class ApiServer:
 
 @pytest.fixture(scope="module")
 def api_server():
-    """``llmcourse serve`` on the stand-in base model, with the engine ``serve.engine: auto`` picks:
-    vLLM's own OpenAI server where a Python has vLLM (.venv-vllm), else our FastAPI app."""
+    """``llmcourse serve`` with ``serve.engine: transformers`` (our FastAPI app, the fallback where no Python
+    has vLLM) on the stand-in base model. vLLM's server runs the same suite in tests/test_vllm.py."""
     from llmcourse.config import load_config
-    from llmcourse.serve import choose_serve_engine, start_server
+    from llmcourse.serve import start_server
 
-    cfg = load_config(CPU_CONFIG, **{"serve.use_adapter": False})
-    known = FASTAPI_KNOWN_FAILURES if choose_serve_engine(cfg) == "transformers" else frozenset()
+    cfg = load_config(CPU_CONFIG, **{"serve.use_adapter": False, "serve.engine": "transformers"})
     server = start_server(cfg)
     try:
-        yield ApiServer(server.base_url, server.api_key, server.model, known)
+        yield ApiServer(server.base_url, server.api_key, server.model, FASTAPI_KNOWN_FAILURES)
     finally:
         server.stop()
 
