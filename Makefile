@@ -24,7 +24,7 @@ STAND_INS := gemma3-270m smollm2-135m-instruct
 # nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup prepare run test bench gpu-check clean-outputs
+.PHONY: setup prepare run test bench gpu-check locks clean-outputs
 
 setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_VLLM)/.installed $(VENV_LOAD)/.installed $(VENV_CLIENTS)/.installed prepare
 
@@ -94,6 +94,11 @@ GPU_PYTHON ?= $(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python,$(VENV)/bin/python
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --model-name $(MODEL_NAME) $(if $(MODEL),--model-path $(MODEL)) \
 		--out outputs/bench/gpu_check.json
+
+# locks/<lane>.txt from pyproject.toml (uv pip compile; tools/lock.py fetches the uv of the `lock` extra).
+# LOCK_ARGS="--upgrade" re-resolves from scratch; "--check" only compares (tests/test_locks.py does that too).
+locks:
+	$(PYTHON) tools/lock.py $(LOCK_ARGS)
 
 clean-outputs:
 	rm -rf outputs

@@ -81,6 +81,8 @@ def main() -> None:
             del reference
             same = compare_answers(answers["transformers"], answers["vllm"])
             agreement[name] = int(same.identical.sum())
+            detokenized_apart = int((same.identical & ~same.same_text).sum())
+            print(f"{name}: same tokens but different text (detokenizer): {detokenized_apart}", flush=True)
             table.insert(0, "setup", name)
             rows += table.to_dict("records")
             print(table.to_string(index=False), flush=True)

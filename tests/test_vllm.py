@@ -103,6 +103,7 @@ def test_offline_vllm_with_an_unmerged_lora_matches_transformers_token_by_token(
     reference = TransformersEngine(cfg, rank4_run / "adapter").generate(prompts, batch_size=4)
     same = compare_answers(reference, served)
     assert same.identical.all(), same[["first_difference_at", "text_a", "text_b"]].to_string()
+    assert same.same_text.all(), same[["text_a", "text_b"]].to_string()  # both detokenize alike (no "1 至3")
     assert all(g.output_tokens > 0 and g.ttft_s and g.ttft_s <= g.latency_s for g in served)
 
 

@@ -144,6 +144,7 @@ def compare_answers(first: list, second: list):
         differ = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y),
                       None if len(ids_a) == len(ids_b) else min(len(ids_a), len(ids_b)))
         rows.append({"prompt": index, "identical": differ is None, "first_difference_at": differ,
+                     "same_text": a.text == b.text,  # same tokens, other text = a detokenizer difference
                      "tokens_a": len(ids_a), "tokens_b": len(ids_b), "text_a": a.text, "text_b": b.text})
     return pd.DataFrame(rows)
 
