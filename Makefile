@@ -24,7 +24,7 @@ STAND_INS := gemma3-270m smollm2-135m-instruct
 # nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup prepare run test bench gpu-check locks clean-outputs
+.PHONY: setup prepare run test student bench gpu-check locks clean-outputs
 
 setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_VLLM)/.installed $(VENV_LOAD)/.installed $(VENV_CLIENTS)/.installed prepare
 
@@ -82,6 +82,10 @@ run: setup
 test: setup
 	bash .ci/install-chromium
 	$(VENV)/bin/python -m pytest -q
+
+# The learner edition of every day -> learner/<day>/ (nbgrader's release; see llmcourse/learner_edition.py)
+student: $(VENV)/.installed
+	$(VENV)/bin/llmcourse student --out learner
 
 # Every benchmark side by side -> outputs/bench/bench.json + bench.md  (BENCH_ARGS="--only train --readme")
 bench: setup

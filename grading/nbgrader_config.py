@@ -26,9 +26,18 @@ c.CourseDirectory.course_id = "llmcourse"
 # Learners' own runs and executed copies never go into a release (Day 3: data/built, train/run,
 # deploy/loadtest, report.md). `llmcourse grade autograde` narrows this list so that the learner's
 # artifacts do reach the autograded copy (see llmcourse.grading.AUTOGRADE_IGNORE).
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "runs", "outputs", "*.executed.ipynb",
-                            "no_code_submission", "uploads", "my_lora_sft.yaml", "my_cases.jsonl",
-                            "built", "run", "loadtest", "report.md", "checkpoints", "unsloth_compiled_cache"]
+from llmcourse.course import JUNK, LEARNER_ARTIFACTS  # noqa: E402  (the one list, shared with `make run`)
+
+c.CourseDirectory.ignore = JUNK + LEARNER_ARTIFACTS
+
+# Stubs that teach: every answer cell of the learner edition keeps the skeleton written above its solution
+# region (variable names, triple quotes, dict keys, list shapes, with empty values), and the region itself
+# becomes one pointer line instead of nbgrader's `raise NotImplementedError()`. An untouched skeleton runs
+# and fails the graded checks with a message saying what to fill in (tests/test_learner_edition.py).
+from llmcourse.learner_edition import CODE_STUB, TEXT_STUB  # noqa: E402
+
+c.ClearSolutions.code_stub = {"python": CODE_STUB}
+c.ClearSolutions.text_stub = TEXT_STUB
 
 # Files the learner writes must survive autograde (released copies would overwrite them).
 c.Autograde.exclude_overwriting = {"day1": ["my_lora_sft.yaml"]}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,44 @@ def generate_release(day: str, tmp_path) -> Path:
         env={**os.environ, "JUPYTER_CONFIG_PATH": str(ROOT / "grading")})
     assert done.returncode == 0, done.stderr[-3000:]
     return course / "grading" / "release" / day
+
+
+# Debian's Chromium on a closed network, as root (see .ci/install-chromium).
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def jupyter_lab(folder: Path, scratch: Path):
+    """JupyterLab of the course venv on 127.0.0.1 with a token, serving ``folder``: yields (url, token)."""
+    import secrets
+
+    token, port = secrets.token_hex(16), free_port()
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+           "JUPYTER_CONFIG_DIR": str(scratch / "jupyter-config")}
+    log = scratch / "lab.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+    try:
+        yield url, token
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

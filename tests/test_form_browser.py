@@ -1,58 +1,22 @@
 """The no-code form in a real browser: JupyterLab on 127.0.0.1 with a token, driven by Playwright
 in Debian's headless Chromium. Writes outputs/screenshots/no_code_form.png."""
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-
+from conftest import CHROMIUM_FLAGS, ROOT, jupyter_lab
 from llmcourse.checks import check_no_code_submission
-from llmcourse.course import SAMPLE_SUMMARY, copy_day
-from conftest import ROOT
+from llmcourse.course import copy_day
 
 pytestmark = pytest.mark.slow
 SCREENSHOT = ROOT / "outputs" / "screenshots" / "no_code_form.png"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def jupyterlab(tmp_path):
     folder = copy_day("day1", tmp_path)
-    token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, (tmp_path / "lab.log").read_text()[-2000:]
-            time.sleep(0.5)
-    try:
+    with jupyter_lab(folder, tmp_path) as (url, token):
         yield url, token, folder
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def run_all_until(page, target, folder, attempts: int = 3, wait_ms: int = 120_000):
@@ -95,7 +59,6 @@ def test_no_code_form_trains_from_the_browser(jupyterlab):
         steps = page.locator(".widget-text", has=page.locator("label", has_text="步数")).locator("input")
         steps.fill("5")
         steps.press("Enter")
-        page.locator(".widget-textarea textarea").fill(SAMPLE_SUMMARY)
         start.click()
         page.get_by_text(re.compile(r"训练完成：\d+ 步")).wait_for(timeout=600_000)
         plot = page.locator("img.widget-image")
@@ -104,5 +67,6 @@ def test_no_code_form_trains_from_the_browser(jupyterlab):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
+    # Run All also ran the summary's answer cell (the source notebook holds a model answer), which saved it.
     status = check_no_code_submission(folder / "no_code_submission")
-    assert status["steps"] == 5
+    assert status["steps"] == 5 and status["summary_chars"] >= 200

@@ -12,6 +12,7 @@ Usage::
     llmcourse run-course --out outputs --days day1 [--profile ci]
     llmcourse serve day3/config.yaml [serve.port=8001]      # OpenAI-compatible API; key: LLMCOURSE_API_KEY
     llmcourse chat day3/config.yaml "退货期多久？" "那超过了怎么办？"   # multi-turn against a running server
+    llmcourse student --out learner                         # the learner edition of every day (make student)
     llmcourse grade release|collect|autograde|feedback|export ...   # instructors; see grading/README.md
 
 Overrides are ``section.field=value`` and use the config's field names. Errors are printed
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--base", action="store_true", help="also evaluate the base model")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N eval questions")
+    student = sub.add_parser("student", help="build the learner edition (no solutions, no hidden tests) into OUT/<day>/")
+    student.add_argument("--out", default="learner")
+    student.add_argument("--days", nargs="*", default=None, help="default: every day")
     from llmcourse.grading import add_grade_commands
     add_grade_commands(sub)
     return parser
@@ -122,6 +126,16 @@ def _run(args: argparse.Namespace) -> int:
         from llmcourse.evaluate import evaluate_run
         report = evaluate_run(args.run_dir, include_base=args.base, limit=args.limit)
         print(json.dumps(report["summary"], ensure_ascii=False, indent=2))
+        return 0
+    if args.command == "student":
+        from llmcourse.grading import Course, GradingError
+        from llmcourse.learner_edition import build
+        try:
+            out = build(Course(), args.out, args.days)
+        except GradingError as exc:
+            print(f"错误：{exc}", file=sys.stderr)
+            return 2
+        print(f"学员版已生成：{out}/（从 {out}/day1/01_concepts.ipynb 开始）")
         return 0
     if args.command == "grade":
         from llmcourse.grading import run_grade_command

@@ -31,6 +31,8 @@ The training runs are synthetic too (:func:`write_run`): a config, a log and a t
 PEFT's format with the ranks, alpha and target modules of the config, written without a model.
 :func:`write_day3_project` lays out a complete Day 3 project (data/built, train/run, deploy, README)
 the same way, for the rubric's evidence checks.
+:func:`write_gradebook` fills an nbgrader gradebook directly (no autograde) with learners who earned a
+chosen share of each notebook's points, for the track scoring of Day 1 and Day 2 (code, no-code, both).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import nbformat
 
+from llmcourse.learner_edition import CODE_STUB
 from llmcourse.models import ALL_LINEAR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +53,7 @@ NOTEBOOKS = ("01_concepts.ipynb", "02_lora_training.ipynb")
 KINDS = ("correct", "wrong", "erroring", "hanging", "tampered", "fabricated", "fabricated_untrained",
          "flooding", "corrupt")
 RUN_DIR = "runs/my_first_lora"
-PLACEHOLDER = re.compile(r"# YOUR CODE HERE\n\s*raise NotImplementedError\(\)")
+PLACEHOLDER = re.compile(re.escape(CODE_STUB))
 WRONG_QUIZ = 'quiz = {"q1": "A", "q2": "A", "q3": "A", "q4": "A"}'
 
 
@@ -242,6 +245,44 @@ def write_day3_project(folder: str | Path) -> Path:
     (folder / "deploy" / "loadtest").mkdir(parents=True, exist_ok=True)
     (folder / "deploy" / "client.py").write_text("from openai import OpenAI\n\nclient = OpenAI()\n", encoding="utf-8")
     (folder / "deploy" / "loadtest" / "loadtest.json").write_text("{}", encoding="utf-8")
-    (folder / "README.md").write_text("# 项目\n<!-- results:start -->\n测试集准确率 0.8\n<!-- results:end -->\n",
+    (folder / "README.md").write_text("# 项目\n<!-- env:start -->\n设备 cpu，训练引擎 unsloth\n<!-- env:end -->\n"
+                                      "<!-- launch:start -->\nllmcourse serve config.yaml\n<!-- launch:end -->\n"
+                                      "<!-- showcase:start -->\n微调后：4张\n<!-- showcase:end -->\n"
+                                      "<!-- results:start -->\n测试集准确率 0.8\n<!-- results:end -->\n",
                                       encoding="utf-8")
     return folder
+
+
+def write_gradebook(course, learners: dict[str, dict[str, dict[str, float]]]) -> Path:
+    """nbgrader's gradebook for ``course`` with graded submissions, without running anything.
+
+    ``learners`` = ``{student: {assignment: {notebook stem: share of its points, 0–1}}}``. The grade cells
+    (ids, points, code or markdown) are those of the course's own source notebooks ``<assignment>/*.ipynb``;
+    every notebook of a handed-in assignment gets a submission, one the learner skipped scores 0.
+    """
+    from nbgrader.api import Gradebook
+
+    assignments = sorted({a for days in learners.values() for a in days})
+    course.grading.mkdir(parents=True, exist_ok=True)
+    with Gradebook(course.db_url, course.course_id) as gradebook:
+        cells = {}
+        for assignment in assignments:
+            gradebook.update_or_create_assignment(assignment)
+            for path in sorted((course.root / assignment).glob("*.ipynb")):
+                gradebook.add_notebook(path.stem, assignment)
+                for cell in nbformat.read(path, as_version=4).cells:
+                    meta = cell.metadata.get("nbgrader", {})
+                    if meta.get("grade"):
+                        gradebook.add_grade_cell(meta["grade_id"], path.stem, assignment, max_score=meta["points"],
+                                                 cell_type=cell.cell_type)
+                        cells.setdefault(assignment, []).append((path.stem, meta["grade_id"], meta["points"]))
+        for student, days in learners.items():
+            gradebook.add_student(student)
+            for assignment, shares in days.items():
+                gradebook.add_submission(assignment, student)
+                for notebook, grade_id, points in cells.get(assignment, []):
+                    grade = gradebook.find_grade(grade_id, notebook, assignment, student)
+                    grade.auto_score, grade.manual_score = points * shares.get(notebook, 0.0), None
+                    grade.needs_manual_grade = False
+        gradebook.db.commit()
+    return course.db_path

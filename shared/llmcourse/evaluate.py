@@ -55,6 +55,14 @@ def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | N
 
 
 def ask(cfg: CourseConfig, question: str, adapter_dir: str | Path | None = None, system: str | None = None) -> str:
-    """One greedy answer to one question (base model, or with the adapter), for before/after demos."""
+    """One greedy answer to one question (base model, or with the adapter), for before/after demos.
+
+    Under nbgrader it answers with a note instead: a demo cell earns no points, and loading the model
+    for it cost about a minute per submission on 2 cores.
+    """
+    from llmcourse.train import in_grading
+
+    if in_grading():
+        return "（评分模式：演示单元格不加载模型）"
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     return TransformersEngine(cfg, adapter_dir).generate([messages])[0].text
