@@ -1,12 +1,18 @@
 import json
 
 import pytest
-
-from llmcourse.checks import CheckFailed, check_no_code_submission
-from llmcourse.course import SAMPLE_SUMMARY
+from conftest import ROOT, grade_ids
+from llmcourse.checks import (
+    CheckFailed,
+    check_no_code_submission,
+    check_no_code_summary,
+    count_chars,
+)
 from llmcourse.data import DataError
-from llmcourse.form import TrainingForm
-from conftest import ROOT
+from llmcourse.form import TrainingForm, save_summary
+
+SUMMARY = ("我理解的微调流程从数据开始：先明确目标，收集并清洗业务问答，整理成对话格式的训练集，留出测试集。" * 3
+           + "然后用 LoRA 训练，看 loss 是否下降；再把适配器和基座模型一起部署成接口；最后用测试问题比较基座和微调模型。" * 2)
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def test_csv_upload_is_validated_and_converted(form, tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("bad.csv", "q,a\n1,2\n".encode(), "question 和 answer"),
+    ("bad.csv", b"q,a\n1,2\n", "question 和 answer"),
     ("bad.jsonl", b'{"messages": []}\n', "bad.jsonl:1: messages"),
     ("bad.jsonl", "问".encode("gbk") * 3, "UTF-8"),
     ("few.csv", "question,answer\n问,答\n".encode(), "至少需要 5 条"),
@@ -59,18 +65,40 @@ def test_bad_uploads_get_clear_errors(form, name, content, message):
         form.accept_upload(name, content)
 
 
-def test_summary_is_saved_as_typed_and_survives_reopening(form):
-    form.summary.value = "我的总结"
-    assert (form.submission / "summary.txt").read_text(encoding="utf-8") == "我的总结"
-    assert "4" in form.count.value
-    again = TrainingForm(run_dir="runs/no_code", submission_dir="sub")
-    assert again.summary.value == "我的总结"
+def test_the_summary_is_the_answer_cell_and_the_form_shows_its_length(form, capsys):
+    assert not hasattr(form, "summary")  # one place to write it: the notebook's graded answer cell
+    with pytest.raises(CheckFailed, match="我理解的大模型微调流程"):
+        check_no_code_summary(form.submission)
+    assert save_summary("\n\n", "sub") == 0 and "还是空的" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="还没有写总结"):
+        check_no_code_summary("sub")
+    save_summary("太短了。" * 20, "sub")
+    with pytest.raises(CheckFailed, match="至少需要 200 个字"):
+        check_no_code_summary("sub")
+    assert save_summary(SUMMARY, "sub") == count_chars(SUMMARY) == check_no_code_summary("sub")
+    assert f"<b>{count_chars(SUMMARY)}</b>" in TrainingForm(run_dir="runs/no_code", submission_dir="sub").count.value
+    save_summary(SUMMARY * 3, "sub")
+    with pytest.raises(CheckFailed, match="精简到 600 字以内"):
+        check_no_code_summary("sub")
+
+
+def test_the_notebook_grades_the_summary_by_hand_and_checks_its_length():
+    import nbformat
+    notebook = nbformat.read(ROOT / "day1" / "03_no_code.ipynb", as_version=4)
+    cells = {c.metadata["nbgrader"]["grade_id"]: c for c in notebook.cells if "nbgrader" in c.metadata}
+    answer = cells["no_code_summary"]
+    assert answer.metadata["nbgrader"]["solution"] and answer.metadata["nbgrader"]["grade"]  # formgrader scores it
+    assert "我理解的大模型微调流程" in answer.source and "save_summary(summary, submission_dir)" in answer.source.splitlines()[-1]
+    assert answer.source.index('summary = """') < answer.source.index("### BEGIN SOLUTION")  # the skeleton comes first
+    assert "check_no_code_summary(submission_dir)" in cells["check_no_code_summary"].source
+    assert grade_ids(ROOT / "day1" / "03_no_code.ipynb") >= {"check_no_code", "no_code_summary", "check_no_code_summary"}
 
 
 def test_start_training_writes_the_evidence(form):
     with pytest.raises(CheckFailed, match="配置快照"):
         check_no_code_submission(form.submission)
-    result = form.apply(steps=5, summary=SAMPLE_SUMMARY, start=True)
+    save_summary(SUMMARY, form.submission)
+    result = form.apply(steps=5, start=True)
     assert result.steps == 5 and form.progress.value == form.progress.max
     status = check_no_code_submission(form.submission)
     assert status["steps"] == 5 and status["started_at"] <= status["finished_at"]

@@ -73,6 +73,21 @@ def test_setup_guide_shows_the_generated_table():
     assert gpu_memory.markdown_table() in (ROOT / "docs" / "setup.md").read_text(encoding="utf-8")
 
 
+def test_gpu_config_and_setup_guide_state_the_estimate_for_the_config_s_own_settings():
+    """The Qwen3-4B config's comment and docs/setup.md give the number the estimate computes for it."""
+    from llmcourse.config import load_config
+    path = ROOT / "day1" / "configs" / "qwen3-4b_lora_sft.yaml"
+    cfg = load_config(path)
+    settings = dict(model_name=cfg.model.name, r=cfg.lora.r, max_length=cfg.train.max_length,
+                    batch_size=cfg.train.per_device_train_batch_size, load_in_4bit=cfg.model.load_in_4bit,
+                    gradient_checkpointing=cfg.train.gradient_checkpointing, target_modules=cfg.lora.target_modules)
+    comment = "".join(line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#"))
+    total = estimate_training_memory(**settings)["total"]
+    assert f"{total:.1f} GiB" in comment and f"{total:.1f} GiB" in (ROOT / "docs" / "setup.md").read_text(encoding="utf-8")
+    for change in ({"batch_size": 1}, {"load_in_4bit": True}, {"batch_size": 1, "load_in_4bit": True}):
+        assert f"{estimate_training_memory(**{**settings, **change})['total']:.1f} GiB" in comment, change
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     from llmcourse.config import load_config

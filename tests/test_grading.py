@@ -249,3 +249,43 @@ def test_day3_is_scored_on_the_rubric_and_the_manual_summary_is_merged(tmp_path)
         "day3_data": "100.0", "day3_fine_tuning": "100.0", "day3_improvement": "", "day3_deployment": "100.0",
         "day3_summary": "50.0", "day3_percent": "70.0"}  # 20 + 25 + 0 (not re-evaluated here) + 20 + 10 x 0.5
     assert float(row["total"]) == 70.0
+
+
+def test_export_scores_day1_and_day2_on_the_better_track(tmp_path):
+    """Code only, no-code only and both reach 100 %; only the better track counts (grading/rubric.yaml)."""
+    import shutil
+
+    from llmcourse.cohort import write_gradebook
+    from llmcourse.grading import export as grading_export
+
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        for notebook in (ROOT / day).glob("*.ipynb"):
+            shutil.copy(notebook, tmp_path / day / notebook.name)
+    course = Course(tmp_path)
+    day1 = {"code": {"01_concepts": 1, "02_lora_training": 1},
+            "no_code": {"01_concepts": 1, "03_no_code": 1},
+            "both": {"01_concepts": 1, "02_lora_training": 0.5, "03_no_code": 1},
+            "half": {"01_concepts": 0.5, "02_lora_training": 1, "03_no_code": 0.2}}
+    day2 = {"code": {"01_inference": 1, "02_acceleration": 1, "03_benchmark": 1, "04_troubleshooting": 1},
+            "no_code": {"02_acceleration": 1, "04_troubleshooting": 1, "05_no_code": 1},
+            "both": {"01_inference": 1, "02_acceleration": 1, "03_benchmark": 0.5, "04_troubleshooting": 1,
+                     "05_no_code": 0.5},
+            "half": {"02_acceleration": 0.5, "04_troubleshooting": 0.5, "05_no_code": 1}}
+    write_gradebook(course, {name: {"day1": day1[name], "day2": day2[name]} for name in day1})
+    grading_export(course, tmp_path / "exports")
+    with (tmp_path / "exports" / "gradebook.csv").open(encoding="utf-8-sig") as handle:
+        rows = {row["student"]: row for row in csv.DictReader(handle)}
+    got = {s: (float(r["day1_percent"]), r["day1_track"], float(r["day2_percent"]), r["day2_track"], float(r["total"]))
+           for s, r in rows.items()}
+    # day1 = 0.5 common + 0.5 best track; day2 = 0.4 common + 0.6 best track; total = mean of the two (weights 0.25 each).
+    both_day2 = 100 * (4 + 0.5 * 10) / 14  # the code track: 01_inference in full, 03_benchmark half (5 of 10 points)
+    assert got == {"code": (100.0, "code", 100.0, "code", 100.0),
+                   "no_code": (100.0, "no_code", 100.0, "no_code", 100.0),
+                   "both": (100.0, "no_code", pytest.approx(40 + 0.6 * both_day2, abs=0.05), "code",
+                            pytest.approx((100 + 40 + 0.6 * both_day2) / 2, abs=0.1)),
+                   "half": (75.0, "code", 80.0, "no_code", 77.5)}
+    assert float(rows["both"]["day1_code"]) == 50.0 and float(rows["both"]["day1_no_code"]) == 100.0
+    assert float(rows["half"]["day1_common"]) == 50.0 and float(rows["no_code"]["day2_code"]) == 0.0
+    report = (tmp_path / "exports" / "class_report.md").read_text(encoding="utf-8")
+    assert "| day1 | no_code | 2 |" in report and "| day2 | code | 2 |" in report

@@ -22,3 +22,25 @@ def test_counts_match_what_peft_trains():
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert trainable == table[0]["lora_params"]
     assert 0 < table[0]["percent"] < 100
+
+
+def test_adapter_size_is_four_bytes_a_parameter_on_the_real_shapes():
+    from llmcourse.lora_math import adapter_sizes
+    from llmcourse.models import get_model
+    table = lora_parameter_table(Tiny(), ["q_proj", "v_proj"], ranks=[2])
+    assert table[0]["adapter_mb"] == round(table[0]["lora_params"] * 4 / 1e6, 1)
+    small, big = adapter_sizes(["gemma3-270m", "qwen3-4b-instruct-2507"], r=16)
+    shape = get_model("qwen3-4b-instruct-2507").shape
+    assert big["lora_params"] == shape.num_hidden_layers * 16 * sum(sum(s) for s in shape.linear_shapes().values())
+    assert big["adapter_mb"] == round(big["lora_params"] * 4 / 1e6, 1) and big["adapter_mb"] > 5 * small["adapter_mb"]
+    assert adapter_sizes(["gemma3-270m"], r=32)[0]["lora_params"] == 2 * small["lora_params"]
+
+
+def test_day1_prose_states_the_computed_adapter_sizes():
+    import nbformat
+    from conftest import ROOT
+    from llmcourse.lora_math import adapter_sizes
+    cells = nbformat.read(ROOT / "day1" / "02_lora_training.ipynb", as_version=4).cells
+    text = next(c.source for c in cells if c.get("id") == "3c9d1a03")
+    for row in adapter_sizes(["gemma3-270m", "qwen3-4b-instruct-2507"], r=16):
+        assert f"{row['lora_params']:,} 个参数" in text and f"{row['adapter_mb']:.0f}" in text, row

@@ -10,6 +10,14 @@ def test_live_plot_records_each_step():
     assert list(lines[0].get_ydata()) == [3.0, 2.5, 2.0, 1.8, 1.2, 1.0]
 
 
+def test_live_plot_adds_the_validation_points():
+    plot = LiveLossPlot()
+    for step, loss in enumerate([3.0, 2.5, 2.0, 1.8, 1.2, 1.0], start=1):
+        plot.update({"step": step, "loss": loss, **({"eval_loss": loss + 1, "eval_rows": 8} if step % 3 == 0 else {})})
+    validation = [line for line in plot.axes.get_lines() if line.get_label().startswith("validation")]
+    assert len(validation) == 1 and list(validation[0].get_ydata()) == [3.0, 2.0]
+
+
 def test_log_excerpt_keeps_head_and_tail(tmp_path):
     import json
     rows = [{"step": i, "loss": 1.0 / i, "learning_rate": 1e-3} for i in range(1, 11)]

@@ -1,5 +1,7 @@
-"""Day 3 project glue: split cases, split evaluation, the report, and the intent scenario end to end."""
-import json
+"""Day 3 project glue: split cases, README sections, the own-data template, the grader's minimums.
+
+Every scenario end to end (data → train → API → report) runs in tests/test_day3.py.
+"""
 import shutil
 
 import pytest
@@ -39,22 +41,54 @@ def test_fill_results_replaces_only_between_markers(tmp_path):
     assert readme.read_text(encoding="utf-8") == "no markers"
 
 
-@pytest.mark.slow
-def test_intent_scenario_trains_evaluates_and_serves(project_copy):
-    from llmcourse.chat import multi_turn
-    from llmcourse.config import load_config
-    from llmcourse.project import evaluate_split
-    from llmcourse.serve import running_server
+def test_fill_sections_checks_every_marker_before_writing(tmp_path):
+    from llmcourse.project import fill_sections
 
-    config = project_copy / "configs" / "intent.yaml"
-    assert run_cli("data", "build", str(config)).returncode == 0
-    done = run_cli("train", str(config), "train.max_steps=4", "data.max_samples=16")
-    assert done.returncode == 0, done.stderr[-2000:]
-    cfg = load_config(config)
-    adapter = project_copy / "train" / "run_intent" / "adapter"
-    result = evaluate_split(cfg, adapter, cfg.data.test_file, project_copy / "eval_test.json", limit=3)
-    assert result["questions"] == 3 and all(0.0 <= row["auto_score"] <= 1.0 for row in result["rows"])
-    assert json.loads((project_copy / "eval_test.json").read_text())["rows"][0]["question"]
-    with running_server(cfg) as server:
-        turns = multi_turn(server.base_url, server.api_key, server.model, ["我的订单到哪了？"], max_tokens=8)
-    assert turns[0].answer.strip() and turns[0].completion_tokens <= 8
+    readme = tmp_path / "README.md"
+    text = "# 项目\n<!-- env:start -->\n旧\n<!-- env:end -->\n<!-- results:start -->\n旧\n<!-- results:end -->\n尾\n"
+    readme.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="showcase:start.*效果展示"):
+        fill_sections(readme, {"env": "新环境", "showcase": "新展示", "results": "新结果"})
+    assert readme.read_text(encoding="utf-8") == text  # nothing half-written
+    fill_sections(readme, {"env": "| 设备 | cpu |", "results": "## 1. 数据"})
+    assert readme.read_text(encoding="utf-8") == text.replace("旧", "| 设备 | cpu |", 1).replace("旧", "## 1. 数据")
+
+
+def test_the_own_data_template_in_01_data_builds_with_the_config_it_shows(project_copy):
+    """The CSV and YAML the "换成你的数据" step tells learners to copy give a clean build."""
+    import re
+
+    import nbformat
+    import yaml
+    from llmcourse.config import load_config
+    from llmcourse.databuild import build_dataset_from_config
+
+    cells = nbformat.read(ROOT / "day3" / "01_data.ipynb", as_version=4).cells
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown" and "```csv" in c.source)
+    table = re.search(r"```csv\n(.*?)```", text, re.S).group(1)
+    data = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))["data"]
+    (project_copy / data["raw_dir"]).mkdir(parents=True)
+    (project_copy / data["raw_dir"] / data["sources"][0]["path"]).write_text(table, encoding="utf-8")
+    config = yaml.safe_load((project_copy / "config.yaml").read_text(encoding="utf-8"))
+    config["data"].update(data)  # "其余字段不用动"
+    (project_copy / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    report = build_dataset_from_config(load_config(project_copy / "config.yaml"))
+    rows = len(table.strip().splitlines()) - 1
+    assert sum(report.rejected.values()) == 0 and report.leakage["passed"]
+    assert sum(report.splits.values()) == 3 * rows  # each row: its question and two paraphrases
+
+
+def test_data_minimums_come_from_the_rubric(tmp_path):
+    import yaml
+    from llmcourse.project import data_minimums, sizes_vs_minimums
+    from llmcourse.rubric import RUBRIC_FILE
+
+    rubric = yaml.safe_load(RUBRIC_FILE.read_text(encoding="utf-8"))
+    assert data_minimums() == {name: rubric["assignments"]["day3"]["evidence"]["data"][f"min_{name}"]
+                               for name in ("train", "val", "test")}
+    rubric["assignments"]["day3"]["evidence"]["data"].update(min_train=7, min_val=1, min_test=2)
+    (tmp_path / "rubric.yaml").write_text(yaml.safe_dump(rubric, allow_unicode=True), encoding="utf-8")
+    table = sizes_vs_minimums({"train": 6, "val": 1, "test": 2}, rubric_path=tmp_path / "rubric.yaml")
+    assert table["评分要求至少"].to_dict() == {"train": 7, "val": 1, "test": 2}
+    assert table["够不够"].to_dict() == {"train": "不够", "val": "够", "test": "够"}
+

@@ -14,6 +14,7 @@ from llmcourse.rubric import (
     dimension_scores,
     fine_tuning_evidence,
     load_rubric,
+    track_scores,
 )
 
 
@@ -29,6 +30,7 @@ def test_the_course_rubric_has_the_seed_weights():
         "data": 0.20, "fine_tuning": 0.25, "improvement": 0.25, "deployment": 0.20, "summary": 0.10}
     assert day3["summary"].manual is not None and day3["improvement"].evidence == "improvement"
     assert not rubric.assignments["day1"].dimensions and not rubric.assignments["day2"].dimensions
+    assert set(rubric.assignments["day1"].tracks) == set(rubric.assignments["day2"].tracks) == {"code", "no_code"}
     assert sum(a.weight for a in rubric.assignments.values()) == pytest.approx(1.0)
     heldout = rubric.settings("day3", "improvement")["heldout"]["faq"]
     assert (ROOT / "grading" / heldout).is_file()
@@ -46,6 +48,11 @@ def test_the_manual_cell_exists_in_the_day3_notebook():
     (lambda r: r["assignments"]["day3"]["dimensions"]["data"].update(manual={"notebook": "a", "grade_id": "b"}),
      "evidence 或 manual"),
     (lambda r: r["assignments"]["day3"]["dimensions"]["data"].update(evidence="vibes"), "dimensions.data.evidence"),
+    (lambda r: r["assignments"]["day1"]["tracks"].update(no_code=["02_lora_training"]), "出现在多个组里"),
+    (lambda r: r["assignments"]["day1"].pop("common_weight"), "common_weight"),
+    (lambda r: r["assignments"]["day1"].update(common_weight=1.5), "day1.common_weight"),
+    (lambda r: r["assignments"]["day2"]["tracks"].update(code=[]), "没有列出任何笔记本"),
+    (lambda r: r["assignments"]["day3"].update(tracks={"code": ["01_data"]}), "dimensions 和 tracks"),
 ])
 def test_bad_rubrics_are_refused_with_the_field(tmp_path, change, message):
     import yaml
@@ -54,6 +61,34 @@ def test_bad_rubrics_are_refused_with_the_field(tmp_path, change, message):
     (tmp_path / "rubric.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     with pytest.raises(RubricError, match=message):
         load_rubric(tmp_path / "rubric.yaml")
+
+
+@pytest.mark.parametrize("day", ["day1", "day2"])
+def test_every_notebook_of_day1_and_day2_is_in_exactly_one_group(day):
+    spec = load_rubric().assignments[day]
+    groups = [spec.common, *spec.tracks.values()]
+    assert sorted(n for group in groups for n in group) == sorted(p.stem for p in (ROOT / day).glob("*.ipynb"))
+
+
+def test_tracks_score_the_better_one_on_top_of_the_common_part():
+    rubric = load_rubric()
+    full = {"01_concepts": (13, 13), "02_lora_training": (13, 13), "03_no_code": (10, 10)}
+    code_only = {**full, "03_no_code": (0, 10)}
+    no_code_only = {**full, "02_lora_training": (0, 13)}
+    assert track_scores(rubric, "day1", code_only)["percent"] == pytest.approx(100.0)
+    assert track_scores(rubric, "day1", code_only)["track"] == "code"
+    assert track_scores(rubric, "day1", no_code_only) == {
+        "percent": pytest.approx(100.0), "common": pytest.approx(100.0),
+        "tracks": {"code": 0.0, "no_code": pytest.approx(100.0)}, "track": "no_code"}
+    mixed = {"01_concepts": (6.5, 13), "02_lora_training": (13, 13), "03_no_code": (7, 10)}
+    assert track_scores(rubric, "day1", mixed)["percent"] == pytest.approx(0.5 * 50 + 0.5 * 100)
+    nothing = {"01_concepts": (0, 13), "02_lora_training": (0, 13), "03_no_code": (0, 10)}
+    assert track_scores(rubric, "day1", nothing) == {"percent": 0.0, "common": 0.0,
+                                                     "tracks": {"code": 0.0, "no_code": 0.0}, "track": ""}
+    # A course without the no-code notebook (the synthetic cohort): the code track alone; an unlisted notebook is common.
+    partial = {"01_concepts": (13, 13), "02_lora_training": (0, 13), "99_extra": (0, 13)}
+    assert track_scores(rubric, "day1", partial) == {"percent": pytest.approx(25.0), "common": pytest.approx(50.0),
+                                                     "tracks": {"code": 0.0, "no_code": None}, "track": ""}
 
 
 def test_scores_weights_and_totals():
@@ -76,6 +111,27 @@ def test_a_complete_project_scores_full_marks_without_model_runs(tmp_path):
     scores = dimension_scores(load_rubric(), "day3", evidence, manual={"summary": 0.5})
     assert scores == {"data": 1.0, "fine_tuning": 1.0, "improvement": None, "deployment": 1.0, "summary": 0.5}
     assert all(c["points"] == 0 for c in evidence["improvement"]["checks"])
+
+
+@pytest.mark.parametrize("scenario", ["intent", "domain_qa"])
+def test_a_scenario_project_is_graded_in_its_configs_folders(tmp_path, scenario):
+    """A learner on configs/intent.yaml builds into data/built/intent and trains into train/run_intent."""
+    import shutil
+
+    from llmcourse.rubric import project_paths
+
+    folder = write_day3_project(tmp_path / "carol")
+    (folder / "configs").mkdir()
+    shutil.copy(ROOT / "day3" / "configs" / f"{scenario}.yaml", folder / "configs")
+    (folder / "data" / "built").rename(tmp_path / "built")
+    (folder / "data" / "built").mkdir()
+    (tmp_path / "built").rename(folder / "data" / "built" / scenario)
+    (folder / "train" / "run").rename(folder / "train" / f"run_{scenario}")
+    assert project_paths(folder) == ((folder / "data" / "built" / scenario).resolve(),
+                                     (folder / "train" / f"run_{scenario}").resolve())
+    evidence = collect_evidence(load_rubric(), "day3", folder, run_models=False)
+    scores = dimension_scores(load_rubric(), "day3", evidence, manual={"summary": 0.5})
+    assert scores["data"] == 1.0 and scores["fine_tuning"] == 1.0, evidence
 
 
 def test_data_evidence_finds_leakage_missing_rejects_and_small_splits(tmp_path):
@@ -163,3 +219,22 @@ def test_deployment_evidence_holds_a_multi_turn_chat_with_the_learners_api(train
     api = next(c for c in evidence["checks"] if c["name"] == "api_multi_turn")
     assert api["points"] == 2 and api["earned"] == 2, api["detail"]
     assert [t["messages_sent"] for t in evidence["transcript"]] == [1, 3]
+
+
+def test_readme_sections_must_be_filled_where_the_template_has_them(tmp_path):
+    folder = write_day3_project(tmp_path / "fay")
+    template = tmp_path / "README.template.md"
+    blank = "".join(f"<!-- {name}:start -->\n（运行后这里会出现{name}）\n<!-- {name}:end -->\n"
+                    for name in ("env", "launch", "showcase", "results"))
+    template.write_text(blank, encoding="utf-8")
+    checks = {c["name"]: c for c in deployment_evidence(folder, {}, template, run_api=False)["checks"]}
+    assert checks["readme_sections"]["earned"] == 1 and checks["readme_results"]["earned"] == 1
+    readme = folder / "README.md"  # 启动方式 left as the template, 效果展示 markers deleted
+    readme.write_text(blank.replace("（运行后这里会出现env）", "训练设备 cpu").replace("（运行后这里会出现results）", "0.8")
+                      .replace("<!-- showcase:start -->", ""), encoding="utf-8")
+    checks = {c["name"]: c for c in deployment_evidence(folder, {}, template, run_api=False)["checks"]}
+    assert checks["readme_sections"]["earned"] == pytest.approx(1 / 3, abs=1e-3)
+    assert "启动方式、效果展示" in checks["readme_sections"]["detail"]
+    readme.unlink()
+    checks = {c["name"]: c for c in deployment_evidence(folder, {}, template, run_api=False)["checks"]}
+    assert checks["readme_sections"]["earned"] == 0 and checks["readme_results"]["detail"] == "没有 README.md"

@@ -73,10 +73,15 @@ def test_run_writes_every_artifact(unsloth_run):
     assert all(LOG_FIELDS <= set(row) for row in log)
     assert all(row["memory_kind"] == "cpu_rss" and row["memory_mb"] > 100 for row in log)
     assert all(row["tokens_per_s"] and row["tokens_per_s"] > 0 for row in log)
+    evaluated = [row for row in log if "eval_loss" in row]  # 4 steps: points EVAL_MIN_GAP apart, and the last
+    assert [row["step"] for row in evaluated] == [4] and all(row["eval_rows"] == training.EVAL_ROWS for row in evaluated)
+    assert all(0 < row["eval_loss"] < 20 and row["eval_s"] > 0 for row in evaluated)
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
     assert set(adapter["target_modules"]) == set(training.get_model("gemma3-270m").target_modules)
-    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
+    from llmcourse.lora_math import adapter_sizes
+    expected_mb = adapter_sizes(["gemma3-270m"], r=16)[0]["adapter_mb"]  # what Day 1 tells learners
+    assert abs((out / "adapter" / "adapter_model.safetensors").stat().st_size / 1e6 - expected_mb) < 0.05 * expected_mb
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     env = json.loads((out / "env.json").read_text())
     assert env["engine"] == "unsloth" and env["versions"]["unsloth"]
@@ -122,6 +127,9 @@ def test_plain_trl_engine_trains_and_masks_the_prompt(trl_python, tmp_path):
     assert json.loads((tmp_path / "env.json").read_text())["engine"] == "trl"
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3]
+    evaluated = [row for row in log if "eval_loss" in row]  # the TRL lane scores the validation rows too
+    assert [row["step"] for row in evaluated] == [3] and 0 < evaluated[0]["eval_loss"] < 20
+    assert evaluated[0]["eval_rows"] == training.EVAL_ROWS
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     probe = subprocess.run([str(trl_python), str(Path(__file__).parent / "trl_mask_probe.py"), str(CPU_CONFIG)],
                            capture_output=True, text=True, timeout=600)
@@ -151,6 +159,29 @@ def test_resume_after_kill(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     from peft import PeftConfig
     assert PeftConfig.from_pretrained(str(tmp_path / "adapter")).r == 16
+
+
+def test_validation_points_and_rows_are_fixed_and_few(tmp_path):
+    cfg = load_config(CPU_CONFIG)
+    assert training.eval_interval(cfg, 135) == 15  # 60 steps: 15, 30, 45, 60
+    assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 8}), 135) == 4  # 4 and 8
+    assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 4, "train.logging_steps": 2}), 9) == 4
+    assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 200, "train.logging_steps": 5}), 9) == 50
+    assert training.eval_interval(load_config(CPU_CONFIG, **{"train.eval_steps": 0}), 135) == 0
+    rows = training.evaluation_examples(cfg)
+    assert len(rows) == training.EVAL_ROWS and rows == training.evaluation_examples(cfg)
+    assert len({row.meta.get("fact_id") for row in rows}) == len(rows)  # spread over the file, not its first fact
+    assert training.evaluation_examples(load_config(CPU_CONFIG, **{"data.eval_file": str(tmp_path / "none.jsonl")})) == []
+
+
+def test_the_loss_plot_draws_the_validation_points(tmp_path):
+    log = [{"step": s, "loss": 3 - s / 10} for s in range(1, 9)]
+    for row in log[1::2]:
+        row.update(eval_loss=3.5 - row["step"] / 20, eval_rows=8)
+    ax = training.plot_loss(log, tmp_path / "curve.png")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["validation loss (8 rows)"].get_xdata()) == [2, 4, 6, 8]
+    assert (tmp_path / "curve.png").stat().st_size > 5000
 
 
 def test_model_location_per_source(tmp_path):

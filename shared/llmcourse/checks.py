@@ -141,7 +141,7 @@ def check_statement(text: str, min_chars: int = 80, max_chars: int | None = None
 def check_quiz_format(answers: dict[str, str], questions: int, choices: str = "ABCD") -> None:
     """Every quiz question answered with one of the choices (the hidden test checks correctness)."""
     _require(isinstance(answers, dict), "quiz 必须是字典，例如 {\"q1\": \"A\"}")
-    missing = [f"q{i}" for i in range(1, questions + 1) if f"q{i}" not in answers]
+    missing = [f"q{i}" for i in range(1, questions + 1) if not str(answers.get(f"q{i}") or "").strip()]
     _require(not missing, f"还有题目没作答：{', '.join(missing)}")
     bad = {k: v for k, v in answers.items() if str(v).strip().upper() not in choices}
     _require(not bad, f"这些答案不是 {'/'.join(choices)} 之一：{bad}")
@@ -192,21 +192,29 @@ def check_benchmark(out_dir: str | Path, min_cases: int = 5) -> Any:
 
 
 def check_human_scores(path: str | Path, min_rows: int = 10):
-    """The human score sheet: saved, enough rows, every score an integer from 1 to 5."""
+    """The human score sheet: saved, enough rows, every score an integer from 1 to 5, and (saved by
+    ``save_score_sheet`` once complete) the model of every row, so scores can be averaged per model."""
     import pandas as pd
 
     path = Path(path)
     _require(path.is_file(), f"找不到人工打分表 {path}：请运行保存打分表的单元格")
     sheet = pd.read_csv(path, encoding="utf-8-sig")
     _require(len(sheet) >= min_rows, f"打分表只有 {len(sheet)} 行，至少需要 {min_rows} 行")
+    _require("human_score" in sheet, "打分表里没有 human_score 列：请用 save_score_sheet 保存打分表")
     scores = sheet["human_score"]
-    _require(scores.notna().all(), f"还有 {int(scores.isna().sum())} 个回答没有打分")
+    _require(scores.notna().all(), f"还有 {int(scores.isna().sum())} 个回答没有打分：在打分单元格里把 scores "
+                                   f"填成 {len(sheet)} 个 1–5 的整数，每行一个，顺序同打分表")
     _require(scores.isin([1, 2, 3, 4, 5]).all(), "human_score 只能是 1–5 的整数")
+    _require("model" in sheet and sheet["model"].notna().all(),
+             "打分表里没有每个回答的模型名：请用 save_score_sheet 保存（打完全部分数后它会写入模型名）")
     return sheet
 
 
-def check_no_code_submission(folder: str | Path, min_chars: int = 200, max_chars: int = 600) -> dict:
-    """No-code deliverables: a valid config, a run card, training started and finished, a ~300-character summary."""
+SUMMARY_TOPIC = "我理解的大模型微调流程"
+
+
+def check_no_code_training(folder: str | Path) -> dict:
+    """No-code training evidence: a valid config snapshot, a run card, training started and finished."""
     folder = Path(folder)
     _require((folder / "config.yaml").is_file(), f"还没有配置快照 {folder / 'config.yaml'}：点“开始训练”时会自动保存")
     check_config(folder / "config.yaml")
@@ -222,9 +230,29 @@ def check_no_code_submission(folder: str | Path, min_chars: int = 200, max_chars
     run_dir = folder.parent / status["run_dir"] if status.get("run_dir") else None
     rows = read_log(run_dir) if run_dir else []
     _require(len(rows) == status["steps"] or not rows, "训练记录与训练日志的步数不一致")
-    summary = (folder / "summary.txt").read_text(encoding="utf-8") if (folder / "summary.txt").exists() else ""
-    check_statement(summary, min_chars=min_chars, max_chars=max_chars)
     return status
+
+
+def check_no_code_summary(folder: str | Path, min_chars: int = 200, max_chars: int = 600) -> int:
+    """The no-code summary (``summary.txt``, saved by its answer cell): about 300 characters on SUMMARY_TOPIC.
+
+    Only the length is checked here; the content is graded by a person (formgrader).
+    """
+    path = Path(folder) / "summary.txt"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    length = count_chars(text)
+    _require(length > 0, f"还没有写总结：在“写总结”那一步的单元格里，把约 300 字的「{SUMMARY_TOPIC}」"
+                         "写在两组三引号之间，然后运行这个单元格")
+    _require(length >= min_chars, f"总结只有 {length} 个字，至少需要 {min_chars} 个字（建议约 300 字）："
+                                  "从准备数据一直写到训练、部署和评估")
+    _require(length <= max_chars, f"总结有 {length} 个字，请精简到 {max_chars} 字以内")
+    return length
+
+
+def check_no_code_submission(folder: str | Path, min_chars: int = 200, max_chars: int = 600) -> dict:
+    """Every no-code Day 1 deliverable: :func:`check_no_code_training` and :func:`check_no_code_summary`."""
+    status = check_no_code_training(folder)
+    return {**status, "summary_chars": check_no_code_summary(folder, min_chars, max_chars)}
 
 
 def check_built_data(config_path: str | Path, min_train: int = 20, min_test: int = 5) -> dict:

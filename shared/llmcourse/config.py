@@ -175,6 +175,9 @@ class TrainSection(_Section):
     gradient_checkpointing: bool | None = None  # None: on for GPU, off for CPU
     padding_free: bool | None = None  # None: on for Unsloth on CPU (rows joined, no padding), else off
     logging_steps: int = Field(1, ge=1)
+    # Validation loss on a fixed subset of data.eval_file every eval_steps steps (a logged step);
+    # None: about four times a run, 0: never (see llmcourse.train.eval_interval)
+    eval_steps: int | None = Field(None, ge=0)
     save_steps: int = Field(20, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     seed: int = 42

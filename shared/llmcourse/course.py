@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LEARNER_ARTIFACTS = ["runs", "outputs", "*.executed.ipynb", "no_code_submission", "uploads", "my_lora_sft.yaml",
                      "my_cases.jsonl",
                      # Day 3's generated folders and files
-                     "built", "run", "loadtest", "verify", "report.md", "conversation.json", "server.log"]
+                     "built", "run", "run_*", "loadtest", "verify", "report.md", "conversation.json", "server.log"]
 JUNK = [".ipynb_checkpoints", "__pycache__", "*.pyc", "checkpoints", "unsloth_compiled_cache"]
 SKIP = shutil.ignore_patterns(*LEARNER_ARTIFACTS, *JUNK)
 

@@ -11,8 +11,12 @@ The form edits the fields of the course config (model, data, ``lora.r`` / ``lora
 the same schema as the code track, shows the equivalent YAML and ``llmcourse train`` command, and
 its 开始训练 button calls :func:`llmcourse.train.train_or_reuse`. Evidence for grading goes to
 ``submission_dir``: ``config.yaml``, ``run_card.png`` (config + loss curve), ``status.json``
-(started / finished) and ``summary.txt`` (the text area, saved as it is typed).
-Everything the buttons do is also a method (``start_training``, ``accept_upload``) for tests.
+(started / finished) and ``summary.txt``. The ~300-character summary ("我理解的大模型微调流程") is not a
+form field: it is written in the notebook's answer cell, which the instructor grades in formgrader, and
+that cell saves it with :func:`save_summary`; the form only points there and shows the saved length.
+Everything the buttons do is also a method (``start_training``, ``accept_upload``, ``apply``) for tests.
+
+Day 2's no-code form (test cases, base vs fine-tuned, human scores) is :mod:`llmcourse.form_day2`.
 """
 
 from __future__ import annotations
@@ -71,18 +75,13 @@ class TrainingForm:
         self.progress = w.IntProgress(value=0, min=0, max=1, description="进度")
         self.status = w.HTML("尚未开始")
         self.plot = w.Image(format="png", layout=w.Layout(width="540px"))
-        self.summary = w.Textarea(placeholder="训练结束后，用约 300 字总结：目标、数据、参数选择、loss 变化、你的观察。",
-                                  layout=w.Layout(width="95%", height="150px"))
         self.count = w.HTML()
         for control in (self.model, self.dataset, self.rank, self.alpha, self.dropout, self.learning_rate,
                         self.schedule, self.steps, self.epochs, self.max_length):
             control.observe(lambda change: self.refresh(), names="value")
         self.upload.observe(self._on_upload, names="value")
-        self.summary.observe(lambda change: self.save_summary(change["new"]), names="value")
         self.start.on_click(lambda button: self.start_training())
-        saved_summary = self.submission / "summary.txt"
-        if saved_summary.exists():  # reopening the notebook must not wipe what was written
-            self.summary.value = saved_summary.read_text(encoding="utf-8")
+        self._show_count()
         self.refresh()
 
     # ---- logic (testable without a browser) ----
@@ -141,12 +140,17 @@ class TrainingForm:
         return saved
 
     def save_summary(self, text: str) -> int:
-        from llmcourse.checks import count_chars
-        self.submission.mkdir(parents=True, exist_ok=True)
-        (self.submission / "summary.txt").write_text(text or "", encoding="utf-8")
-        length = count_chars(text)
-        self.count.value = f"已写 <b>{length}</b> 字（建议约 300 字）"
+        """Save the summary as the answer cell does, and show its length in the form."""
+        length = save_summary(text, self.submission)
+        self._show_count()
         return length
+
+    def _show_count(self) -> None:
+        from llmcourse.checks import count_chars
+        path = self.submission / "summary.txt"
+        length = count_chars(path.read_text(encoding="utf-8")) if path.is_file() else 0
+        self.count.value = (f"总结写在笔记本“写总结”那一步的单元格里（不在表单里）。已保存 <b>{length}</b> 字"
+                            "（建议约 300 字，至少 200 字）")
 
     def _write_status(self, **fields) -> None:
         path = self.submission / "status.json"
@@ -184,12 +188,10 @@ class TrainingForm:
         self.status.value = f"训练完成：{result.steps} 步，loss {result.losses[0]:.3f} → {result.losses[-1]:.3f}"
         return result
 
-    def apply(self, steps: int | None = None, summary: str | None = None, start: bool = False):
+    def apply(self, steps: int | None = None, start: bool = False):
         """Set fields as a learner would (for papermill and tests); ``start`` presses 开始训练."""
         if steps:
             self.schedule.value, self.steps.value = "按步数", steps
-        if summary:
-            self.summary.value = summary
         return self.start_training() if start else None
 
     # ---- widgets ----
@@ -230,7 +232,24 @@ class TrainingForm:
             w.HBox([self.rank, self.alpha, self.dropout]), w.HBox([self.learning_rate, self.max_length]),
             w.HBox([self.schedule, self.steps, self.epochs]), self.message, self.preview,
             w.HBox([self.start, self.progress, self.status]), self.plot,
-            w.HTML("<h4>训练总结（约 300 字）</h4>"), self.summary, self.count]))
+            w.HTML("<h4>训练总结（约 300 字）</h4>"), self.count]))
+
+
+def save_summary(text: str, submission_dir: str | Path = "no_code_submission") -> int:
+    """Save the no-code summary (the answer cell's text) as ``summary.txt``; print and return its length.
+
+    What the cell holds is what gets graded, so the file always follows the cell, empty included.
+    """
+    from llmcourse.checks import count_chars
+
+    folder = Path(submission_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.txt").write_text((text or "").strip() + "\n", encoding="utf-8")
+    length = count_chars(text)
+    hint = ("还是空的：请在三引号之间写" if not length else "偏短：至少 200 字" if length < 200
+            else "偏长：请精简到 600 字以内" if length > 600 else "长度合适")
+    print(f"总结已保存到 {folder / 'summary.txt'}：{length} 字（建议约 300 字，{hint}）")
+    return length
 
 
 def save_run_card(cfg: CourseConfig, log: list[dict], path: str | Path) -> Path:

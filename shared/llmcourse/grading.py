@@ -632,7 +632,11 @@ def feedback(course: Course, assignment: str) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- export
 
 def gradebook_rows(course: Course) -> list[dict[str, Any]]:
-    """One row per learner: per-assignment scores, rubric dimensions, weighted total, flags."""
+    """One row per learner: per-assignment scores, rubric dimensions or tracks, weighted total, flags.
+
+    An assignment with tracks (Day 1, Day 2) adds ``<a>_common`` and ``<a>_<track>`` (points %) and
+    ``<a>_track`` (the track that counted); its ``<a>_percent`` follows :func:`llmcourse.rubric.track_scores`.
+    """
     from nbgrader.api import Gradebook, MissingEntry
 
     from llmcourse.rubric import (
@@ -640,8 +644,10 @@ def gradebook_rows(course: Course) -> list[dict[str, Any]]:
         course_total,
         dimension_scores,
         has_dimensions,
+        has_tracks,
         load_rubric,
         manual_fraction,
+        track_scores,
     )
 
     rubric = load_rubric(course.rubric_path)
@@ -672,6 +678,14 @@ def gradebook_rows(course: Course) -> list[dict[str, Any]]:
                     for name, value in scores.items():
                         row[f"{assignment}_{name}"] = None if value is None else round(100 * value, 1)
                     percent = assignment_percent(rubric, assignment, scores)
+                elif has_tracks(rubric, assignment):
+                    scored = track_scores(rubric, assignment,
+                                          {nb.name: (nb.score, nb.max_score) for nb in submission.notebooks})
+                    row[f"{assignment}_common"] = None if scored["common"] is None else round(scored["common"], 1)
+                    for name, value in scored["tracks"].items():
+                        row[f"{assignment}_{name}"] = None if value is None else round(value, 1)
+                    row[f"{assignment}_track"] = scored["track"]
+                    percent = scored["percent"]
                 percents[assignment] = percent
                 row[f"{assignment}_percent"] = round(percent, 1)
                 flags += [{**f, "where": f"{assignment}/{f['where']}"} for f in read_flags(course, assignment, student)]
@@ -744,7 +758,7 @@ def _class_report(rows: list[dict], plot_name: str) -> str:
         values = [row.get(column) or 0 for row in rows]
         lines.append(f"| {column} | {statistics.mean(values):.1f} | {statistics.median(values):.1f} | "
                      f"{min(values):.1f} | {max(values):.1f} |")
-    dimensions = [k for k in _keys(rows) if "_" in k and not k.endswith(("_percent", "_score", "_max"))
+    dimensions = [k for k in _keys(rows) if "_" in k and not k.endswith(("_percent", "_score", "_max", "_track"))
                   and k not in ("student", "total", "pending_manual", "flags", "flag_details")]
     if dimensions:
         lines += ["", "## 评分维度平均 / Rubric dimensions", "", "| 维度 | 平均 (%) | 已评人数 |", "|---|---|---|"]
@@ -752,6 +766,12 @@ def _class_report(rows: list[dict], plot_name: str) -> str:
             values = [row[name] for row in rows if row.get(name) is not None]
             mean = f"{statistics.mean(values):.1f}" if values else "—"
             lines.append(f"| {name} | {mean} | {len(values)} |")
+    tracks = [k for k in _keys(rows) if k.endswith("_track")]
+    if tracks:
+        lines += ["", "## 计分的路线 / Track that counted", "", "| 作业 | 路线 | 人数 |", "|---|---|---|"]
+        for column in tracks:
+            chosen = [row.get(column) or "（无）" for row in rows if column in row]
+            lines += [f"| {column.removesuffix('_track')} | {name} | {chosen.count(name)} |" for name in sorted(set(chosen))]
     flagged = [row for row in rows if row["flags"]]
     counts: dict[str, int] = {}
     for row in flagged:

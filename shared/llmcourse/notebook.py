@@ -57,16 +57,18 @@ def show_log_excerpt(run_dir: str | Path, head: int = 3, tail: int = 3) -> list[
     """The first and last lines of a run's train_log.jsonl (a deliverable of Day 1)."""
     log = read_train_log(run_dir)
     excerpt = log[:head] + log[-tail:] if len(log) > head + tail else log
-    rows = ["| step | loss | learning_rate | tokens/s | 内存 MB |", "|---|---|---|---|---|"]
+    rows = ["| step | loss | 验证集 loss | learning_rate | tokens/s | 内存 MB |", "|---|---|---|---|---|---|"]
     for row in excerpt:
-        rows.append(f"| {row['step']} | {row['loss']:.4f} | {row['learning_rate']:.2e} | "
+        evaluated = f"{row['eval_loss']:.4f}" if row.get("eval_loss") is not None else "—"
+        rows.append(f"| {row['step']} | {row['loss']:.4f} | {evaluated} | {row['learning_rate']:.2e} | "
                     f"{row.get('tokens_per_s') or '—'} | {row.get('memory_mb') or '不可用'} |")
     _markdown("\n".join(rows))
     return excerpt
 
 
 class LiveLossPlot:
-    """A loss curve that redraws at each logged training step (pass ``update`` as ``on_log``).
+    """A loss curve that redraws at each logged training step (pass ``update`` as ``on_log``); rows that
+    carry an ``eval_loss`` (the validation points, see :mod:`llmcourse.train`) add to the validation curve.
 
     By default it is a notebook output updated in place; give ``widget`` (an ``ipywidgets.Image``)
     to draw into a form instead.

@@ -2,12 +2,18 @@
 
 Usage::
 
-    from llmcourse.rubric import load_rubric, collect_evidence, dimension_scores, assignment_percent
+    from llmcourse.rubric import load_rubric, collect_evidence, dimension_scores, assignment_percent, track_scores
     rubric = load_rubric()                                          # grading/rubric.yaml
+    track_scores(rubric, "day1", {"01_concepts": (12, 13), "02_lora_training": (0, 13), "03_no_code": (10, 10)})
+    # -> {"percent": 96.2, "common": 92.3, "tracks": {"code": 0.0, "no_code": 100.0}, "track": "no_code"}
     evidence = collect_evidence(rubric, "day3", "grading/submitted/alice/day3")
     scores = dimension_scores(rubric, "day3", evidence, manual={"summary": 0.8})   # 0–1 each, None = not graded
     assignment_percent(rubric, "day3", scores)                      # weighted, 0–100
     course_total(rubric, {"day1": 90.0, "day2": 75.0, "day3": 64.0})
+
+Day 1 and Day 2 are scored on their notebooks' nbgrader points in groups (:func:`track_scores`): the
+``common`` notebooks, and two ``tracks`` (code, no-code) of which only the better one counts, so either
+track can reach 100 %; ``common_weight`` splits the two parts.
 
 Day 3 is scored on the seed's rubric: data 20 %, fine-tuning completeness 25 %, model
 improvement 25 %, deployment and usability 20 %, summary and reflection 10 % (weights in the YAML).
@@ -22,7 +28,8 @@ Each automatic dimension is a list of checks read from the learner's Day 3 folde
   held-out set (capped questions and tokens) and scores the key-fact gain (label accuracy for intent data).
 * ``deployment``: ``deploy/client.py`` uses the openai client; the learner's API starts
   (:func:`llmcourse.serve.running_server`) and holds a multi-turn chat (:func:`llmcourse.chat.multi_turn`);
-  load-test results; the README results section is filled in.
+  load-test results; the README results section is filled in, and so are its 环境 / 启动方式 /
+  效果展示 sections where the template (day3/README.md) has them.
 
 A check that cannot run *here* (e.g. a missing grading dependency) is skipped, not failed:
 it carries no points and says why. The summary dimension is a manual cell in formgrader.
@@ -78,15 +85,44 @@ class Dimension(_Strict):
         return self
 
 
+def _notebook_names(names: list[str]) -> list[str]:
+    # nbgrader names a notebook by its stem; "01_concepts.ipynb" in the YAML means the same notebook.
+    return [name.removesuffix(".ipynb") for name in names]
+
+
 class AssignmentRubric(_Strict):
     weight: float = Field(ge=0, le=1)
     dimensions: dict[str, Dimension] = {}
     evidence: dict[str, dict[str, Any]] = {}
+    common: list[str] = []
+    common_weight: float | None = Field(default=None, ge=0, le=1)
+    tracks: dict[str, list[str]] = {}
 
     @model_validator(mode="after")
     def _weights_add_up(self):
         if self.dimensions and not math.isclose(sum(d.weight for d in self.dimensions.values()), 1.0, abs_tol=1e-6):
             raise ValueError(f"dimensions 的权重之和必须是 1，现在是 {sum(d.weight for d in self.dimensions.values()):.3f}")
+        return self
+
+    @model_validator(mode="after")
+    def _tracks_are_consistent(self):
+        if not (self.tracks or self.common or self.common_weight is not None):
+            return self
+        if self.dimensions:
+            raise ValueError("同一个作业不能同时写 dimensions 和 tracks/common")
+        if not self.tracks:
+            raise ValueError("写了 common 或 common_weight 就必须写 tracks（至少一条路线）")
+        empty = [name for name, notebooks in self.tracks.items() if not notebooks]
+        if empty:
+            raise ValueError(f"路线 {empty} 没有列出任何笔记本")
+        if self.common and self.common_weight is None:
+            raise ValueError("写了 common 就必须写 common_weight（0–1，公共部分在本作业中的占比）")
+        self.common = _notebook_names(self.common)
+        self.tracks = {name: _notebook_names(notebooks) for name, notebooks in self.tracks.items()}
+        listed = self.common + [n for notebooks in self.tracks.values() for n in notebooks]
+        twice = sorted({n for n in listed if listed.count(n) > 1})
+        if twice:
+            raise ValueError(f"这些笔记本出现在多个组里：{twice}；每个笔记本只能属于 common 或一条路线")
         return self
 
 
@@ -122,6 +158,43 @@ def load_rubric(path: str | Path = RUBRIC_FILE) -> Rubric:
 
 def has_dimensions(rubric: Rubric, assignment: str) -> bool:
     return assignment in rubric.assignments and bool(rubric.assignments[assignment].dimensions)
+
+
+def has_tracks(rubric: Rubric, assignment: str) -> bool:
+    return assignment in rubric.assignments and bool(rubric.assignments[assignment].tracks)
+
+
+def _group_percent(points: dict[str, tuple[float, float]], names: list[str]) -> float | None:
+    found = [points[name] for name in names if name in points and points[name][1]]
+    if not found:
+        return None  # none of the group's notebooks is part of this assignment: the group does not apply
+    return 100 * sum(score for score, _ in found) / sum(maximum for _, maximum in found)
+
+
+def track_scores(rubric: Rubric, assignment: str, points: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """An assignment with tracks, from ``{notebook: (score, max_score)}`` (nbgrader points, manual included).
+
+    Returns ``percent`` (0–100), ``common`` (points % of the common notebooks, None if there are none),
+    ``tracks`` (``{track: points % or None}``; None = the track has no notebook in this assignment) and
+    ``track``, the track that counted ("" while every track is at 0). Notebooks no group names count as
+    common; ties go to the track listed first.
+    """
+    spec = rubric.assignments[assignment]
+    listed = {n for notebooks in spec.tracks.values() for n in notebooks}
+    common_names = spec.common + [name for name in points if name not in listed and name not in spec.common]
+    common = _group_percent(points, common_names)
+    tracks = {name: _group_percent(points, notebooks) for name, notebooks in spec.tracks.items()}
+    available = {name: value for name, value in tracks.items() if value is not None}
+    best = max(available, key=available.get) if available else ""
+    if not available:
+        percent = common or 0.0
+    elif common is None:
+        percent = available[best]
+    else:
+        weight = spec.common_weight if spec.common_weight is not None else 0.0
+        percent = weight * common + (1 - weight) * available[best]
+    return {"percent": percent, "common": common, "tracks": tracks,
+            "track": best if available and available[best] > 0 else ""}
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -160,7 +233,7 @@ def _squeeze(text: str) -> str:
 
 
 def data_evidence(folder: Path, settings: dict) -> dict:
-    built = folder / BUILT
+    built = project_paths(folder)[0]
     splits = {name: _load_rows(built / f"{name}.jsonl") for name in ("train", "val", "test")}
     loaded = {name: rows for name, (rows, _) in splits.items() if rows is not None}
     problems = [message for _, message in splits.values() if message]
@@ -212,11 +285,37 @@ def _check_call(name: str, function, *args, **kwargs) -> Check:
         return Check.of(name, False, f"{type(exc).__name__}: {exc}")
 
 
+def project_paths(folder: Path) -> tuple[Path, Path]:
+    """(built data folder, training run folder) of the project in ``folder``.
+
+    The project's config decides (``config.yaml``, or a scenario config in ``configs/`` such as
+    intent.yaml, whose folders are ``data/built/intent`` and ``train/run_intent``): the first config
+    whose run holds a training log wins, else ``config.yaml``'s; folders outside the submission and
+    configs that do not load are passed over; with no usable config, the template's layout.
+    """
+    from llmcourse.config import ConfigError, load_config
+
+    folder = Path(folder).resolve()
+    found = []
+    for path in [folder / "config.yaml", *sorted((folder / "configs").glob("*.yaml"))]:
+        try:
+            cfg = load_config(path)
+        except (ConfigError, OSError, ValueError):
+            continue
+        built, run = Path(cfg.data.built_dir or folder / BUILT).resolve(), Path(cfg.train.output_dir).resolve()
+        if built.is_relative_to(folder) and run.is_relative_to(folder):
+            found.append((built, run))
+    for built, run in found:
+        if (run / "train_log.jsonl").is_file():
+            return built, run
+    return found[0] if found else (folder / BUILT, folder / RUN)
+
+
 def fine_tuning_evidence(folder: Path, settings: dict) -> dict:
     from llmcourse.checks import check_adapter, check_config, check_train_log
     from llmcourse.integrity import training_run_problems
 
-    run = folder / RUN
+    run = project_paths(folder)[1]
     artifacts = ["config.yaml", "train_log.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "loss_curve.png", "env.json"]
     missing = [name for name in artifacts if not (run / name).is_file()]
@@ -245,7 +344,7 @@ def grading_config(folder: Path):
     """The learner's run config made runnable here: their adapter, our model cache, greedy decoding."""
     from llmcourse.config import load_config
 
-    run = folder / RUN
+    run = project_paths(folder)[1]
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(folder / "config.yaml")
     if cfg.model.path and not Path(cfg.model.path).exists():
         cfg.model.path = None  # a folder on the learner's machine: use this machine's copy of the model
@@ -277,7 +376,8 @@ def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_d
     """Re-evaluate the learner's adapter and the base model on the held-out set; score the gain."""
     from llmcourse.data import load_chat_jsonl
 
-    adapter = folder / RUN / "adapter"
+    built, run = project_paths(folder)
+    adapter = run / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         return {"checks": [asdict(Check.of("heldout_gain", False, "没有训练好的适配器 train/run/adapter"))]}
     cfg = grading_config(folder)
@@ -285,7 +385,7 @@ def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_d
     cfg.infer.engine = "transformers"
     scenario = cfg.data.scenario
     heldout = (settings.get("heldout") or {}).get(scenario)
-    source = rubric_dir / heldout if heldout else folder / BUILT / "test.jsonl"
+    source = rubric_dir / heldout if heldout else built / "test.jsonl"
     if heldout and not source.is_file():
         return {"checks": [asdict(Check.skipped("heldout_gain", f"评分用的留出集 {source} 不存在"))]}
     examples = load_chat_jsonl(source)[: settings.get("max_questions", 12)]
@@ -347,20 +447,40 @@ def _api_check(folder: Path, settings: dict) -> tuple[Check, list[dict]]:
                     f"{answered}/{len(turns)} 轮有回答" + ("" if history else "，但历史没有随对话增长"), points=2), transcript
 
 
-def _readme_check(folder: Path, template: Path | None) -> Check:
+# The README sections 04_verify fills besides the results (llmcourse.project.README_SECTIONS).
+README_SECTIONS = {"env": "环境", "launch": "启动方式", "showcase": "效果展示"}
+
+
+def _readme_section(path: Path, name: str) -> str | None:
+    """The text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``; None without the markers."""
+    text = path.read_text(encoding="utf-8")
+    start_marker, end_marker = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = text.find(start_marker), text.find(end_marker)
+    return text[start + len(start_marker): end].strip() if 0 <= start < end else None
+
+
+def _readme_checks(folder: Path, template: Path | None) -> list[Check]:
+    """The results section filled in; where the template has them, also 环境 / 启动方式 / 效果展示."""
     readme = folder / "README.md"
-    if not readme.is_file():
-        return Check.of("readme_results", False, "没有 README.md")
+    has_template = template is not None and template.is_file()
 
-    def section(path: Path) -> str:
-        text = path.read_text(encoding="utf-8")
-        start, end = text.find(RESULTS_START), text.find(RESULTS_END)
-        return text[start + len(RESULTS_START): end].strip() if 0 <= start < end else ""
+    def filled(name: str) -> bool:
+        if not readme.is_file():
+            return False
+        mine = _readme_section(readme, name) or ""
+        blank = (_readme_section(template, name) or "") if has_template else ""
+        return bool(mine) and _squeeze(mine) != _squeeze(blank)
 
-    mine = section(readme)
-    blank = section(template) if template and template.is_file() else ""
-    filled = bool(mine) and _squeeze(mine) != _squeeze(blank)
-    return Check.of("readme_results", filled, "结果部分已填写" if filled else "README 的结果部分还是空的或仍是模板")
+    results = filled("results")
+    checks = [Check.of("readme_results", results, "结果部分已填写" if results else
+                       "README 的结果部分还是空的或仍是模板" if readme.is_file() else "没有 README.md")]
+    expected = [name for name in README_SECTIONS if has_template and _readme_section(template, name) is not None]
+    if expected:
+        empty = [README_SECTIONS[name] for name in expected if not filled(name)]
+        checks.append(Check.of("readme_sections", 1 - len(empty) / len(expected),
+                               f"README 的 {'、'.join(empty)} 还是空的或仍是模板（运行 04_verify.ipynb 的生成报告）"
+                               if empty else "环境、启动方式、效果展示都已填写"))
+    return checks
 
 
 def deployment_evidence(folder: Path, settings: dict, template_readme: Path | None = None, run_api: bool = True) -> dict:
@@ -375,7 +495,7 @@ def deployment_evidence(folder: Path, settings: dict, template_readme: Path | No
         checks.append(Check.of("loadtest", True, "有压测结果"))
     except (OSError, json.JSONDecodeError):
         checks.append(Check.of("loadtest", False, "没有可读的 deploy/loadtest/loadtest.json"))
-    checks.append(_readme_check(folder, template_readme))
+    checks += _readme_checks(folder, template_readme)
     return {"checks": [asdict(c) for c in checks], "transcript": transcript}
 
 

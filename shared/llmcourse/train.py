@@ -22,19 +22,27 @@ Every run writes into ``train.output_dir`` (the artifact contract graders and la
 ==================  =============================================================
 ``config.yaml``     the resolved config (absolute paths, engine and device filled in)
 ``train_log.jsonl`` one line per logged step: step, loss, learning_rate, grad_norm,
-                    tokens_per_s, memory_mb, memory_kind, elapsed_s
+                    tokens_per_s, memory_mb, memory_kind, elapsed_s; at the evaluation
+                    points also eval_loss, eval_rows and eval_s (see below)
 ``adapter/``        the LoRA adapter (PEFT format) and the tokenizer
-``loss_curve.png``  the training loss
+``loss_curve.png``  the training loss and, where evaluated, the validation loss
 ``env.json``        versions, device, engine, hardware
 ``checkpoints/``    periodic checkpoints; ``resume=True`` continues from the last one
 ==================  =============================================================
+
+Validation loss: when ``data.eval_file`` exists, a fixed subset of it (``EVAL_ROWS`` rows spread over
+the file) is scored with the training loss (answer tokens only) at about ``EVAL_POINTS`` logged steps
+of the run (``train.eval_steps`` sets the interval; 0 turns it off). Its seconds are kept out of
+``elapsed_s`` and ``tokens_per_s`` (which measure training) and logged as ``eval_s``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +53,13 @@ from llmcourse.lane import cpu_has_native_bf16, environment_report, library_vers
 from llmcourse.models import get_model
 
 LOG_FILE = "train_log.jsonl"
+# The validation curve: this many rows of data.eval_file, scored at about this many points of a run.
+# Small on purpose: one forward pass of 8 rows costs about a training step on the CPU stand-in.
+# Points at least EVAL_MIN_GAP steps apart, so Day 1's 8-step CI run scores 2 points (steps 4 and 8, ~6 % of
+# its time on 2 cores) and the 60-step run 4 (15, 30, 45, 60; ~4 %).
+EVAL_ROWS = 8
+EVAL_POINTS = 4
+EVAL_MIN_GAP = 4
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -156,10 +171,19 @@ def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], Non
     counter = counter or TokenCounter()
 
     class JsonlLogCallback(TrainerCallback):
-        """Append each logged step to train_log.jsonl (and hand it to ``on_log``)."""
+        """Append each logged step to train_log.jsonl (and hand it to ``on_log``).
+
+        Set ``evaluate`` (a function returning the validation loss) and ``eval_at`` (step -> bool)
+        to add ``eval_loss`` to the rows of those steps.
+        """
+
+        evaluate: Callable[[], float | None] | None = None
+        eval_at: Callable[[int], bool] = staticmethod(lambda step: False)
+        eval_rows: int = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = self.last_time = time.perf_counter()
+            self.paused = 0.0  # evaluation seconds, kept out of the training clock
             self.last_tokens = state.num_input_tokens_seen or 0
             self.last_answer = counter.answer_tokens
 
@@ -181,7 +205,15 @@ def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], Non
                       "real_tokens_seen": counter.real_tokens, "answer_tokens_seen": counter.answer_tokens,
                       "answer_tokens_per_s": answer_rate,
                       "memory_mb": None if memory is None else round(memory, 1), "memory_kind": kind,
-                      "elapsed_s": round(now - self.started, 2), "epoch": logs.get("epoch")}
+                      "elapsed_s": round(now - self.started - self.paused, 2), "epoch": logs.get("epoch")}
+            if self.evaluate is not None and self.eval_at(state.global_step):
+                loss = self.evaluate()
+                seconds = time.perf_counter() - now
+                if loss is not None and math.isfinite(loss):
+                    record["eval_loss"], record["eval_rows"] = round(loss, 5), self.eval_rows
+                    record["eval_s"] = round(seconds, 2)
+                self.paused += seconds
+                self.last_time += seconds
             with log_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             if on_log:
@@ -215,6 +247,51 @@ def planned_steps(cfg: CourseConfig, rows: int) -> int:
         return t.max_steps
     per_epoch = -(-rows // (t.per_device_train_batch_size * t.gradient_accumulation_steps))
     return int(per_epoch * t.num_train_epochs)
+
+
+def eval_interval(cfg: CourseConfig, rows: int) -> int:
+    """Steps between validation-loss points: ``train.eval_steps``, else about ``EVAL_POINTS`` a run and at
+    least ``EVAL_MIN_GAP`` steps apart, on logged steps (a multiple of ``logging_steps``); 0 = none. The last
+    step is always a point."""
+    t = cfg.train
+    if t.eval_steps is not None:
+        return t.eval_steps
+    per_point = planned_steps(cfg, rows) / EVAL_POINTS / t.logging_steps
+    return t.logging_steps * max(1, round(per_point), -(-EVAL_MIN_GAP // t.logging_steps))
+
+
+def evaluation_examples(cfg: CourseConfig) -> list[ChatExample]:
+    """The fixed validation subset: ``EVAL_ROWS`` rows spread evenly over ``data.eval_file``
+    (every topic, not just the first), the same in every run; none without an eval file."""
+    path = cfg.data.eval_file
+    if not path or cfg.train.eval_steps == 0:
+        return []
+    if not Path(path).is_file():
+        print(f"没有找到 data.eval_file（{path}）：这次训练不画验证集 loss")
+        return []
+    rows = load_chat_jsonl(path)
+    return rows[::max(1, len(rows) // EVAL_ROWS)][:EVAL_ROWS]
+
+
+def evaluation_loss(trainer, batches: list | None = None) -> float | None:
+    """The training loss (answer tokens only, same collator and loss code) on ``trainer.eval_dataset``
+    (or on ``batches`` already collated from it), without gradients, as a mean over its answer tokens."""
+    import torch
+
+    model = trainer.model
+    training = model.training
+    model.eval()
+    total = tokens = 0.0
+    try:
+        with torch.no_grad():
+            for batch in batches if batches is not None else trainer.get_eval_dataloader():
+                batch = trainer._prepare_inputs(batch)
+                count = int((batch["labels"][..., 1:] != -100).sum())
+                total += float(trainer.compute_loss(model, batch)) * count
+                tokens += count
+    finally:
+        model.train(training)
+    return total / tokens if tokens else None
 
 
 def _torch_compile(cfg: CourseConfig, engine: str, device: str, rows: int) -> bool:
@@ -375,6 +452,26 @@ def build_dataset(examples: list[ChatExample], engine: str, tokenizer, cfg: Cour
                               "completion": [[e.messages[-1]] for e in examples]})
 
 
+@contextmanager
+def unhashed_datasets():
+    """Skip ``datasets``' fingerprint hashing while SFTTrainer prepares our datasets.
+
+    Every ``map`` fingerprints its arguments by pickling them, here the tokenizer (Gemma's 262k
+    vocabulary): about 0.35 s a map and 3.5 s a dataset on 2 cores, more than the tokenizing. The
+    fingerprint only names cache files, and in-memory datasets (ours: ``Dataset.from_dict``) write
+    none, so a random fingerprint (what ``datasets`` itself uses when hashing fails) changes nothing else.
+    """
+    from datasets import arrow_dataset, fingerprint
+
+    original = fingerprint.update_fingerprint
+    unhashed = lambda *args, **kwargs: fingerprint.generate_random_fingerprint()  # noqa: E731
+    fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = unhashed
+    try:
+        yield
+    finally:
+        fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = original
+
+
 def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
           callbacks: list | None = None) -> TrainResult:
     """Fine-tune ``cfg.model`` with LoRA on ``cfg.data.train_file``; write the artifact contract."""
@@ -383,6 +480,8 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
         import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
     device = resolve_device(cfg.model.device)
     examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)  # fail before loading a model
+    interval = eval_interval(cfg, len(examples))
+    eval_examples = evaluation_examples(cfg) if interval else []
     if device == "cpu" and cfg.train.num_threads:
         import torch
         torch.set_num_threads(cfg.train.num_threads)
@@ -404,18 +503,29 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     extra = {"dataset_text_field": "text"} if engine == "unsloth" else \
         {"completion_only_loss": cfg.train.assistant_only_loss, "torch_compile": compile_layers}
     counter = TokenCounter()
-    trainer = SFTTrainer(
-        model=model, processing_class=tokenizer, train_dataset=dataset, args=_sft_args(cfg, device, out, **extra),
-        peft_config=None if engine == "unsloth" else lora_config(cfg),
-        callbacks=[_make_log_callback(out / LOG_FILE, device, on_log, counter), *(callbacks or [])])
-    if engine == "unsloth" and cfg.train.assistant_only_loss:
-        from unsloth.chat_templates import train_on_responses_only
-        spec = get_model(cfg.model.name)
-        trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part,
-                                          response_part=spec.response_part)
+    eval_dataset = build_dataset(eval_examples, engine, tokenizer, cfg) if eval_examples else None
+    if eval_examples:
+        extra["per_device_eval_batch_size"] = len(eval_examples)  # one forward pass per point
+    log_callback = _make_log_callback(out / LOG_FILE, device, on_log, counter)
+    with unhashed_datasets():
+        trainer = SFTTrainer(
+            model=model, processing_class=tokenizer, train_dataset=dataset, eval_dataset=eval_dataset,
+            args=_sft_args(cfg, device, out, **extra), peft_config=None if engine == "unsloth" else lora_config(cfg),
+            callbacks=[log_callback, *(callbacks or [])])
+        if engine == "unsloth" and cfg.train.assistant_only_loss:
+            from unsloth.chat_templates import train_on_responses_only
+            spec = get_model(cfg.model.name)
+            trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part,
+                                              response_part=spec.response_part)
     if _padding_free(cfg, engine, device) and "labels" in trainer.train_dataset.column_names:
         trainer.data_collator = PaddingFreeCollator()
     counter.watch(trainer)
+    if eval_dataset is not None and len(trainer.eval_dataset):  # Unsloth drops rows with no answer left
+        last = planned_steps(cfg, len(examples))
+        batches = list(trainer.get_eval_dataloader())  # collated once: every point scores the same tensors
+        log_callback.evaluate = lambda: evaluation_loss(trainer, batches)
+        log_callback.eval_at = lambda step: step % interval == 0 or step == last
+        log_callback.eval_rows = len(trainer.eval_dataset)
     lean_head = engine == "unsloth" and device == "cpu" and os.environ.get("LLMCOURSE_LEAN_LM_HEAD", "1") != "0"
     if lean_head:
         from llmcourse.lm_head import use_lean_cpu_lm_head
@@ -461,7 +571,8 @@ def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_loss(log: list[dict[str, Any]], path: str | Path | None = None, ax=None):
-    """Draw loss per step (raw and moving average) on ``ax`` or a new figure; save it to ``path``."""
+    """Draw loss per step (raw and moving average) and the validation loss where the log has it,
+    on ``ax`` or a new figure; save it to ``path``."""
     from matplotlib.figure import Figure  # no pyplot: works headless and in threads
 
     if ax is None:
@@ -475,8 +586,12 @@ def plot_loss(log: list[dict[str, Any]], path: str | Path | None = None, ax=None
         smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
                   for i in range(len(losses))]
         ax.plot(steps, smooth, color="#c33", label=f"moving average ({window})")
+    evaluated = [row for row in log if row.get("eval_loss") is not None]
+    if evaluated:
+        ax.plot([row["step"] for row in evaluated], [row["eval_loss"] for row in evaluated], "o-",
+                color="#27c", label=f"validation loss ({evaluated[-1].get('eval_rows', '?')} rows)")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
     if path is not None:
