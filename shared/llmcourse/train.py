@@ -16,6 +16,8 @@ On a CPU the Unsloth engine, by default, computes in bf16 where the CPU has it n
 batch's rows without padding (:class:`PaddingFreeCollator`), scores the answers through a lean LM
 head (:mod:`llmcourse.lm_head`) and, in runs of at least ``COMPILE_MIN_STEPS`` steps, compiles its
 decoder layers (``train.torch_compile``). ``make bench`` measures what each of these is worth.
+On every lane SFTTrainer prepares the datasets without ``datasets``' fingerprint hashing
+(:func:`unhashed_datasets`: ~3 s a dataset on 2 cores, which paid for the validation curve below).
 
 Every run writes into ``train.output_dir`` (the artifact contract graders and later steps read):
 
