@@ -92,3 +92,39 @@ def test_data_minimums_come_from_the_rubric(tmp_path):
     assert table["评分要求至少"].to_dict() == {"train": 7, "val": 1, "test": 2}
     assert table["够不够"].to_dict() == {"train": "不够", "val": "够", "test": "够"}
 
+
+
+def test_split_evaluation_loads_one_model_and_under_nbgrader_reads_the_saved_files(project_copy, monkeypatch):
+    import llmcourse.infer
+    from llmcourse.checks import check_split_eval
+    from llmcourse.config import load_config
+    from llmcourse.infer import Generation
+    from llmcourse.project import evaluate_splits_or_reuse
+
+    config = project_copy / "configs" / "intent.yaml"
+    assert run_cli("data", "build", str(config)).returncode == 0
+    monkeypatch.chdir(project_copy)
+    cfg = load_config(config)
+    loads = []
+
+    class Echo:  # answers every question with the first label: scores are real, just not good
+        def __init__(self, cfg, adapter_dir):
+            loads.append(adapter_dir)
+
+        def generate(self, prompts):
+            return [Generation(cfg.data.labels[0], 1, 1, 0.0, None, 0.0) for _ in prompts]
+
+    monkeypatch.setattr(llmcourse.infer, "TransformersEngine", Echo)
+    splits = {"val": cfg.data.eval_file, "test": cfg.data.test_file}
+    run = project_copy / "run"
+    made = evaluate_splits_or_reuse(cfg, "adapter", splits, run, limit=4)
+    assert loads == ["adapter"] and made["test"]["questions"] == 4
+    assert check_split_eval(run / "eval_test.json") == made["test"]
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    stamps = {p: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert evaluate_splits_or_reuse(cfg, "adapter", splits, run, limit=4) == made
+    assert loads == ["adapter"] and {p: p.stat().st_mtime_ns for p in run.iterdir()} == stamps
+    with pytest.raises(FileNotFoundError, match="评分模式.*eval_val.json"):
+        evaluate_splits_or_reuse(cfg, "adapter", splits, project_copy / "never_run", limit=4)
+    assert loads == ["adapter"] and not (project_copy / "never_run").exists()

@@ -2,8 +2,9 @@
 
 Usage::
 
-    from llmcourse.project import evaluate_split, cases_from_split, write_report
+    from llmcourse.project import evaluate_split, evaluate_splits_or_reuse, cases_from_split, write_report
     evaluate_split(cfg, "train/run/adapter", cfg.data.test_file, "train/run/eval_test.json", limit=30)
+    evaluate_splits_or_reuse(cfg, "train/run/adapter", {"val": cfg.data.eval_file}, "train/run")  # eval_val.json
     cases = cases_from_split(cfg.data.test_file, limit=30)        # Day 2's case format
     report = write_report(".", "……", "configs/intent.yaml")       # report.md + the README's filled sections
     sizes_vs_minimums(report.splits, cfg)                         # built sizes vs grading/rubric.yaml
@@ -74,6 +75,25 @@ def evaluate_split(cfg: CourseConfig, adapter_dir: str | Path | None, split_file
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     return result
+
+
+def evaluate_splits_or_reuse(cfg: CourseConfig, adapter_dir: str | Path | None, splits: dict[str, str | Path],
+                            run_dir: str | Path, limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_split` for each named split (one model load for all), saved as
+    ``<run_dir>/eval_<name>.json``; under nbgrader the saved files are read instead: the grader scores
+    the learner's answers (``check_split_eval`` recomputes their scores) and loads no model."""
+    from llmcourse.infer import TransformersEngine
+    from llmcourse.train import in_grading
+
+    paths = {name: Path(run_dir) / f"eval_{name}.json" for name in splits}
+    if in_grading():
+        missing = [str(path) for path in paths.values() if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"评分模式：没有找到已保存的评估结果 {'、'.join(missing)}；请在提交前运行评估单元格")
+        print(f"评分模式：复用已保存的评估结果 {'、'.join(map(str, paths.values()))}")
+        return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()}
+    engine = TransformersEngine(cfg, adapter_dir)
+    return {name: evaluate_split(cfg, adapter_dir, splits[name], path, limit, engine) for name, path in paths.items()}
 
 
 def save_conversation(turns, path: str | Path, base_url: str, model: str, served_by: str | None = None) -> Path:
