@@ -8,7 +8,9 @@ Usage::
 
 Each part is a script in ``benchmarks/`` run in its own process (so its peak memory is its own);
 its last ``RESULT {json}`` line is its result. A part whose script is missing, fails or prints no
-``RESULT`` is reported as skipped / failed and the run goes on. Writes ``bench.json`` (every
+``RESULT`` is reported as skipped / failed and the run goes on. The ``course`` part keeps its
+executed course in ``outputs/bench/course``; ``grading_real`` grades real submissions made from it
+(run on its own, ``--only grading_real`` runs the course first where that folder is missing). Writes ``bench.json`` (every
 result, the machine, the load average before and after each part) and ``bench.md`` (one table
 row per figure, with its goal) to ``--out``; ``--readme`` copies that table into README.md
 between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
@@ -43,8 +45,10 @@ PARTS = [
     ("generation", "generation_throughput.py", [], 1800),
     ("vllm", "vllm_generation.py", [], 2400),
     ("api", "api_load.py", [], 1800),
-    ("course", "course_time.py", [], 3600),
+    # The course run is kept: the real-submission grading part reads its learner artifacts.
+    ("course", "course_time.py", ["--keep", str(ROOT / "outputs" / "bench" / "course")], 3600),
     ("grading", "grading_throughput.py", [], 1800),
+    ("grading_real", "grading_throughput.py", ["--real", "--executed", str(ROOT / "outputs" / "bench" / "course")], 3600),
 ]
 
 

@@ -36,10 +36,10 @@ def train_adapter(out: Path) -> Path:
 
 def merge(cfg, adapter: Path, out: Path) -> Path:
     """The adapter merged into a copy of the base weights, with the base folder's tokenizer files."""
-    from llmcourse.infer import load_model
+    from llmcourse.infer import load_weights
     from llmcourse.train import resolve_model_path
 
-    model, _ = load_model(cfg, adapter)
+    model, _ = load_weights(cfg, adapter)
     model.merge_and_unload().save_pretrained(out)
     for name in Path(resolve_model_path(cfg)).iterdir():
         if name.name.startswith(("tokenizer", "chat_template", "special_tokens")):

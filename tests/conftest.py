@@ -55,8 +55,13 @@ def trl_python() -> Path:
 
 @pytest.fixture(scope="session")
 def executed_course(tmp_path_factory):
-    """Day 1, Day 2 and Day 3 executed with papermill (CI parameters) into one folder, as `make run` does."""
+    """Day 1, Day 2 and Day 3 executed with papermill (CI parameters) into one folder, as `make run` does.
+
+    ``LLMCOURSE_EXECUTED_COURSE=DIR`` reuses a folder an earlier run left (to rerun one test locally;
+    the tests that read the seconds per notebook then see none)."""
     from llmcourse.course import CI_PARAMETERS, run_day
+    if os.environ.get("LLMCOURSE_EXECUTED_COURSE"):
+        return Path(os.environ["LLMCOURSE_EXECUTED_COURSE"]), {}
     out = tmp_path_factory.mktemp("course")
     seconds = {day: run_day(day, out, CI_PARAMETERS[day]) for day in ("day1", "day2", "day3")}
     return out, seconds

@@ -120,3 +120,69 @@ def test_quiz_format():
         checks.check_quiz_format({"q1": "A"}, questions=2)
     with pytest.raises(CheckFailed, match="不是"):
         checks.check_quiz_format({"q1": "E"}, questions=1)
+
+
+DAY1_ANSWER = ("model: {name: gemma3-270m}\ndata: {train_file: data/faq_train.jsonl, eval_file: data/faq_test.jsonl}\n"
+               "lora: {r: 16, lora_alpha: 32, lora_dropout: 0.0}\n"
+               "train: {output_dir: runs/my_first_lora, max_steps: 60, learning_rate: 1.0e-3, assistant_only_loss: true}\n")
+
+
+@pytest.mark.parametrize("change, words", [
+    (("r: 16, lora_alpha: 32", "r: 64, lora_alpha: 128"), "lora.r = 64"),     # sensible for LoRA, not this exercise
+    (("lora_alpha: 32", "lora_alpha: 16"), "lora.lora_alpha = 16"),
+    (("lora_dropout: 0.0", "lora_dropout: 0.15"), "lora.lora_dropout"),
+    (("max_steps: 60", "max_steps: 20"), "train.max_steps = 20"),
+    (("1.0e-3", "3.0e-3"), "train.learning_rate"),
+])
+def test_the_exercise_ranges_are_enforced_from_the_table_the_notebook_shows(tmp_path, change, words):
+    path = tmp_path / "my_lora_sft.yaml"
+    path.write_text(DAY1_ANSWER, encoding="utf-8")
+    assert checks.check_config(path, exercise="day1").lora.r == 16
+    path.write_text(DAY1_ANSWER.replace(*change), encoding="utf-8")
+    checks.check_config(path)  # in LoRA's sensible ranges ...
+    with pytest.raises(CheckFailed, match=words):  # ... but not in the exercise's
+        checks.check_config(path, exercise="day1")
+    table = checks.exercise_table("day1")
+    assert list(table["字段"]) == [rule.field for rule in checks.EXERCISES["day1"]]
+    assert "8 到 32" in set(table["要求"]) and "2 × lora.r" in set(table["要求"])
+
+
+def test_the_notebook_shows_the_exercise_table_and_states_no_numbers_of_its_own():
+    import nbformat
+    from conftest import ROOT
+
+    cells = nbformat.read(ROOT / "day1" / "02_lora_training.ipynb", as_version=4).cells
+    assert any('exercise_table("day1")' in c.source for c in cells if c.cell_type == "code")
+    exercise = next(c.source for c in cells if c.source.startswith("## 第 4 步：写配置文件"))
+    for stated in ("8–32", "1e-4", "2e-3", "至少 30", "0–0.1"):
+        assert stated not in exercise, stated
+
+
+def test_a_run_counts_only_for_the_config_it_was_trained_with(tmp_path, monkeypatch):
+    from llmcourse.cohort import write_run
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "my_lora_sft.yaml"
+    config.write_text(DAY1_ANSWER, encoding="utf-8")
+    run = write_run(tmp_path / "runs" / "my_first_lora", config=config)  # max_steps 8 recorded as an override
+    assert checks.run_config_problems(config, run) == []
+    checks.check_config(config, exercise="day1", run_dir=run)
+    checks.check_adapter(run, config_path=config)
+    checks.check_train_log(run, config_path=config)
+    config.write_text(DAY1_ANSWER.replace("r: 16, lora_alpha: 32", "r: 32, lora_alpha: 64"), encoding="utf-8")
+    for check in (lambda: checks.check_config(config, exercise="day1", run_dir=run),
+                  lambda: checks.check_adapter(run, config_path=config),
+                  lambda: checks.check_train_log(run, config_path=config)):
+        with pytest.raises(checks.ConfigMismatch, match="lora.r：提交的配置是 32，被评分的运行用的是 16"):
+            check()
+    config.write_text(DAY1_ANSWER.replace("1.0e-3", "2.0e-3"), encoding="utf-8")
+    assert checks.run_config_problems(config, run) == ["train.learning_rate：提交的配置是 0.002，被评分的运行用的是 0.001"]
+    # Only the parameters cell's overrides are allowed; anything else recorded in env.json is a mismatch.
+    config.write_text(DAY1_ANSWER, encoding="utf-8")
+    env = json.loads((run / "env.json").read_text(encoding="utf-8"))
+    env["launch"]["overrides"]["lora.r"] = 16
+    (run / "env.json").write_text(json.dumps(env), encoding="utf-8")
+    assert checks.run_config_problems(config, run) == ["训练时覆盖了 lora.r（只允许覆盖 model.name, model.device, "
+                                                       "train.max_steps, train.output_dir, data.max_samples）"]
+    # A run without a config file of its own (trained elsewhere, or a default) is nobody's.
+    assert checks.run_config_problems(config, write_run(tmp_path / "runs" / "other"))

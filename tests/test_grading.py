@@ -27,14 +27,16 @@ MAX_SCORE = 26.0
 EXPECTED = {
     # kind: (autograded score, flag codes)
     "correct": (17.0, set()),
-    "wrong": (9.0, set()),                       # quiz q3 only; bad config; statement too short
-    "erroring": (10.0, set()),                   # quiz and config cells raise: train_log 4 + adapter 4 + statement 2
+    "wrong": (1.0, {"config_mismatch"}),         # quiz q3 only; bad config, not the run's config; statement too short
+    "erroring": (2.0, {"config_mismatch"}),      # quiz and config cells raise: no config, so no run of it; statement 2
     "hanging": (13.0, {"cell_timeout"}),         # quiz cell interrupted: no quiz points
     "tampered": (14.0, {"test_cell_edited", "test_cell_deleted", "metadata_stripped"}),  # restored tests: quiz q3 only
     "fabricated": (17.0, {"fabricated_log"}),    # the notebook checks pass; the log contradicts the config
     "fabricated_untrained": (13.0, {"fabricated_log"}),  # check_adapter fails (lora_B zero)
     "flooding": (17.0, {"output_flood"}),
-    "corrupt": (0.0, {"grader_error"}),
+    "corrupt": (13.0, {"notebook_unreadable"}),  # 01 is not a notebook: 0 for it alone, 02 in full
+    "stripped": (17.0, {"metadata_stripped"}),   # 01's metadata and ids are gone: restored from the release, graded
+    "ungradable": (4.0, {"grader_error"}),       # nbgrader refuses 02 (future schema): 0 for it alone, 01's quiz
 }
 
 
@@ -120,7 +122,7 @@ def graded_cohort(tmp_path_factory):
     learners = make_cohort(course, scratch / "inbox", KINDS, zipped=True)
     assert all(r.ok for r in collect(course, "day1", scratch / "inbox"))
     started = time.monotonic()
-    graded = autograde(course, "day1", Settings(workers=2, cell_timeout=8, notebook_timeout=120, output_limit=100_000))
+    graded = autograde(course, "day1", Settings(workers=2, cell_timeout=15, notebook_timeout=120, output_limit=100_000))
     print(f"autograde: {len(graded)} learners in {time.monotonic() - started:.1f} s")
     return course, learners, {g.student: g for g in graded}
 
@@ -138,7 +140,21 @@ def test_synthetic_cohort_gets_the_expected_scores_and_flags(graded_cohort):
     table = {kind: (scores[s], {f["code"] for f in graded[s].flags}) for s, kind in learners.items()}
     assert table == EXPECTED
     assert flagged == {s: bool(EXPECTED[kind][1]) for s, kind in learners.items()}
-    assert {g.status for s, g in graded.items() if learners[s] != "corrupt"} == {"ok"}
+    assert {g.status for g in graded.values()} == {"ok"}  # one broken notebook never fails the submission
+    with Gradebook(course.db_url, course.course_id) as gradebook:
+        per_notebook = {kind: {nb.name: nb.score for nb in gradebook.find_submission("day1", s).notebooks}
+                        for s, kind in learners.items() if kind in ("correct", "corrupt", "stripped", "ungradable")}
+    assert per_notebook == {"correct": {"01_concepts": 4.0, "02_lora_training": 13.0},
+                            "corrupt": {"01_concepts": 0.0, "02_lora_training": 13.0},
+                            "stripped": {"01_concepts": 4.0, "02_lora_training": 13.0},
+                            "ungradable": {"01_concepts": 4.0, "02_lora_training": 0.0}}
+    stripped = next(s for s, k in learners.items() if k == "stripped")
+    # The learner's file is graded through a restored copy; the submitted original is left as it was handed in.
+    assert "nbgrader" not in (course.submitted_dir(stripped, "day1") / "01_concepts.ipynb").read_text(encoding="utf-8")
+    graded_copy = nbformat.read(course.autograded_dir(stripped, "day1") / "01_concepts.ipynb", as_version=4)
+    written = next(c for c in graded_copy.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "written_q1")
+    assert "从头训练" in written.source  # the learner's written answer, back in its graded cell for formgrader
+    assert not (course.grading / ".prepared" / stripped).exists()  # the graded copy is removed afterwards
     # The learner's own run travels into the autograded copy (the release leaves runs/ out).
     correct = next(s for s, k in learners.items() if k == "correct")
     assert (course.autograded_dir(correct, "day1") / "runs" / "my_first_lora" / "train_log.jsonl").is_file()
@@ -152,7 +168,7 @@ def test_feedback_keeps_hidden_tests_out(graded_cohort, monkeypatch):
 
     course, learners, _ = graded_cohort
     pages = feedback(course, "day1")
-    assert len(pages) == 2 * (len(learners) - 1)  # the corrupt submission has no autograded notebooks
+    assert len(pages) == 2 * len(learners) - 2  # no page for the corrupt learner's 01 or the ungradable one's 02
     wrong = next(s for s, k in learners.items() if k == "wrong")
     page = (course.grading / "feedback" / wrong / "day1" / "01_concepts.html").read_text(encoding="utf-8")
     assert "第 1 题答错了" in page  # the hint reaches the learner ...
@@ -196,6 +212,7 @@ def test_export_merges_manual_grades_and_lists_flags(graded_cohort, tmp_path):
     assert float(rows[correct]["total"]) == pytest.approx(100 * 25 / MAX_SCORE, abs=0.05)
     for student, kind in learners.items():
         assert set(filter(None, rows[student]["flags"].split(";"))) == EXPECTED[kind][1]
+        assert float(rows[student]["day1_score"]) == EXPECTED[kind][0] + 8 * (student == correct)
     report = (tmp_path / "exports" / "class_report.md").read_text(encoding="utf-8")
     assert "fabricated_log" in report and "scores.png" in report
     assert (tmp_path / "exports" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -66,3 +66,18 @@ def test_screened_head_keeps_the_fp32_greedy_choice(engine):
     finally:
         engine.use_screened_head = True
     assert fast == plain
+
+
+def test_every_load_raises_where_model_loads_are_forbidden(monkeypatch):
+    """LLMCOURSE_NO_MODEL_LOADS (set by the real-submission grading test): loads and engine starts raise."""
+    from llmcourse.infer import VLLMWorkerEngine, load_weights
+    from llmcourse.models import NO_MODEL_LOADS, ModelLoadForbidden
+    from llmcourse.train import train
+    from llmcourse.vllm_lane import engine_args
+
+    cfg = load_config(CPU_CONFIG)
+    monkeypatch.setenv(NO_MODEL_LOADS, "1")
+    for load in (lambda: load_weights(cfg), lambda: TransformersEngine(cfg), lambda: VLLMWorkerEngine(cfg),
+                 lambda: engine_args(cfg), lambda: train(cfg)):
+        with pytest.raises(ModelLoadForbidden, match=NO_MODEL_LOADS):
+            load()

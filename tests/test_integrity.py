@@ -5,9 +5,12 @@ import nbformat
 import pytest
 from llmcourse.cohort import write_run
 from llmcourse.integrity import (
+    MISSING_NOTICE,
     execution_flags,
     inspect_submission,
     notebook_flags,
+    read_submitted,
+    restore_notebook,
     run_flags,
     training_run_problems,
 )
@@ -79,7 +82,64 @@ def test_changed_points_duplicates_missing_and_unreadable_notebooks(tmp_path):
         "duplicate_cell:nb.ipynb#t2", "metadata_changed:nb.ipynb#t1"]
     assert _codes(notebook_flags(tmp_path / "nb.ipynb", tmp_path / "absent.ipynb")) == ["notebook_missing:nb.ipynb"]
     (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")
-    assert [f.code for f in notebook_flags(tmp_path / "nb.ipynb", tmp_path / "broken.ipynb")] == ["grader_error"]
+    assert [f.code for f in notebook_flags(tmp_path / "nb.ipynb", tmp_path / "broken.ipynb")] == ["notebook_unreadable"]
+
+
+def _strip(notebook, ids):
+    """What an editor outside JupyterLab saves: no nbgrader metadata; cell ids removed or renewed."""
+    for cell in notebook.cells:
+        cell.metadata.pop("nbgrader", None)
+        if ids == "removed":
+            cell.pop("id")
+        elif ids == "renewed":
+            cell["id"] = "new-" + cell["id"]
+    return notebook
+
+
+def _grade_ids_in_order(notebook):
+    return [c.metadata.get("nbgrader", {}).get("grade_id") for c in notebook.cells]
+
+
+@pytest.mark.parametrize("ids", ["kept", "removed", "renewed"])
+def test_stripped_cells_are_restored_by_id_text_or_position(tmp_path, ids):
+    released = _release(tmp_path / "nb.ipynb")
+    learner = nbformat.from_dict(json.loads(json.dumps(released)))
+    _cell(learner, "answer").source = "answer = 42"  # a filled answer: its text no longer matches the release
+    _strip(learner, ids)
+    nbformat.write(learner, tmp_path / "mine.ipynb")
+    restored, done, inserted = restore_notebook(released, learner)
+    assert _grade_ids_in_order(restored) == ["prompt", "answer", "t1", "t2", "t3"] and inserted == []
+    assert sorted(done) == ["answer", "prompt", "t1", "t2", "t3"]
+    assert _cell(restored, "answer").source == "answer = 42"  # the learner's text is kept, only metadata returns
+    assert _grade_ids_in_order(learner) == [None] * 5  # the submitted notebook itself is not changed
+    assert _codes(notebook_flags(tmp_path / "nb.ipynb", tmp_path / "mine.ipynb")) == [
+        f"metadata_stripped:nb.ipynb#{g}" for g in ("answer", "prompt", "t1", "t2", "t3")]
+
+
+def test_an_answer_among_extra_cells_is_not_guessed_and_missing_tests_come_back(tmp_path):
+    released = _release(tmp_path / "nb.ipynb")
+    learner = _strip(nbformat.from_dict(json.loads(json.dumps(released))), "removed")
+    learner.cells[1].source = "answer = 42"
+    learner.cells.insert(2, nbformat.v4.new_code_cell("print(answer)"))  # the learner's own extra cell
+    del learner.cells[3]  # t1 deleted as well
+    restored, done, inserted = restore_notebook(released, learner)
+    # Two unmatched cells stand where the release has one answer: no guess. The tests are found by their text
+    # (t1–t3 read alike, so the two left are taken in order) and the missing one is put back after them.
+    assert _grade_ids_in_order(restored) == ["prompt", None, None, "t1", "t2", "t3"]
+    assert sorted(done) == ["prompt", "t1", "t2"] and inserted == ["t3"]
+    assert _cell(restored, "t3").source == f"# {MISSING_NOTICE}\ncheck(answer)"
+    nbformat.write(learner, tmp_path / "mine.ipynb")
+    assert sorted(f.code for f in notebook_flags(tmp_path / "nb.ipynb", tmp_path / "mine.ipynb")) == [
+        "cell_deleted", "metadata_stripped", "metadata_stripped", "metadata_stripped", "test_cell_deleted"]
+
+
+def test_unreadable_notebooks_are_told_from_readable_ones(tmp_path):
+    for text in ("{这不是一个笔记本", '{"cells": 3}', "[]", '{"nbformat": 4, "nbformat_minor": 5}'):
+        (tmp_path / "bad.ipynb").write_text(text, encoding="utf-8")
+        notebook, reason = read_submitted(tmp_path / "bad.ipynb")
+        assert notebook is None and "不是有效的笔记本" in reason, text
+    notebook = _release(tmp_path / "nb.ipynb")
+    assert read_submitted(tmp_path / "nb.ipynb") == (notebook, "")
 
 
 def test_execution_reports_become_timeout_and_flood_flags(tmp_path):

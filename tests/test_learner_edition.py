@@ -120,3 +120,49 @@ def test_the_untouched_learner_edition_fails_every_test_without_crashing(edition
     for notebook in sorted(p for p in folder.glob("*.ipynb") if autograded(p)):
         results = validate(notebook, invert=True)
         assert "passed" not in results and "changed" not in results, (notebook.name, results)
+
+
+# Days whose real submission runs under nbgrader without any cell raising. Day 2's demo cells read the learner's
+# Day 1 run at ../day1 (adapter_dir), which a Day 2 submission does not hold: those cells raise while grading.
+CLEAN_UNDER_GRADING = {"day1"}
+
+
+def errors_in(notebook) -> list[tuple[str, str]]:
+    """(cell, error name) of every code cell that raised when nbgrader executed ``notebook``."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [(c.metadata.get("nbgrader", {}).get("grade_id") or c.get("id"), o.get("ename"))
+            for c in cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.parametrize("day", ["day1", "day2"])
+def test_a_real_submission_autogrades_without_loading_a_model(executed_course, tmp_path, monkeypatch, day):
+    """The filled-in learner edition beside the artifacts of the learner's own run, autograded with model loads
+    forbidden (``LLMCOURSE_NO_MODEL_LOADS``: loading weights, training or starting an engine raises): every
+    automatic point, and no cell raised; a demo cell that loads a model under nbgrader fails this test."""
+    from llmcourse.cohort import real_submission
+    from llmcourse.course import SKIP
+    from llmcourse.grading import Settings, autograde, collect, release
+    from llmcourse.models import NO_MODEL_LOADS
+    from nbgrader.api import Gradebook
+
+    monkeypatch.setenv(NO_MODEL_LOADS, "1")  # inherited by the grading worker and its kernels
+    course = Course(tmp_path / "course")
+    shutil.copytree(ROOT / day, course.root / day, ignore=SKIP)
+    release(course, day)
+    real_submission(course.release_dir(day), course.root / day, executed_course[0] / day, tmp_path / "inbox" / "real")
+    collect(course, day, tmp_path / "inbox")
+    [graded] = autograde(course, day, Settings(workers=1, cell_timeout=120, evidence="none"))
+    assert graded.status == "ok", graded.message
+    with Gradebook(course.db_url, course.course_id) as gradebook:
+        scores = {nb.name: [(g.name, g.auto_score, g.max_score) for g in nb.grades if g.auto_score is not None]
+                  for nb in gradebook.find_submission(day, "real").notebooks}
+    assert all(scores[p.stem] for p in (course.root / day).glob("*.ipynb") if autograded(p)), scores
+    lost = {name: [g for g in grades if g[1] != g[2]] for name, grades in scores.items()}
+    assert not any(lost.values()), lost
+    executed = sorted(course.autograded_dir("real", day).glob("*.ipynb"))
+    assert executed, graded.message
+    errors = {p.name: errors_in(p) for p in executed}
+    assert not any(name == "ModelLoadForbidden" for found in errors.values() for _, name in found), errors
+    if day in CLEAN_UNDER_GRADING:
+        assert not any(errors.values()), errors
+

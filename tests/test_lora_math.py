@@ -44,3 +44,19 @@ def test_day1_prose_states_the_computed_adapter_sizes():
     text = next(c.source for c in cells if c.get("id") == "3c9d1a03")
     for row in adapter_sizes(["gemma3-270m", "qwen3-4b-instruct-2507"], r=16):
         assert f"{row['lora_params']:,} 个参数" in text and f"{row['adapter_mb']:.0f}" in text, row
+
+
+def test_the_outline_counts_what_the_loaded_model_counts(monkeypatch):
+    """Under nbgrader Day 1's demo cells count on the model's outline (no weights): the same numbers."""
+    from llmcourse.config import build_config
+    from llmcourse.infer import load_model, load_weights
+    from llmcourse.models import ModelOutline, get_model
+
+    cfg = build_config({"model": {"name": "gemma3-270m", "device": "cpu"}})
+    targets = list(get_model("gemma3-270m").target_modules)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    outline, tokenizer = load_model(cfg)
+    assert isinstance(outline, ModelOutline) and tokenizer is None
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    model, _ = load_weights(cfg)
+    assert lora_parameter_table(outline, targets, [4, 16]) == lora_parameter_table(model, targets, [4, 16])

@@ -7,12 +7,13 @@ from llmcourse.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 
-def _run(tmp_path, sources, **limits):
-    notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
+def _run(tmp_path, sources, metadata=None, **limits):
+    notebook = new_notebook(cells=[new_code_cell(s, metadata=m) for s, m in zip(sources, metadata or [{}] * len(sources))])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     resources = {"metadata": {"path": str(tmp_path)},
                  "nbgrader": {"student": "s1", "assignment": "a1", "notebook": "nb"}}
     started = time.monotonic()
+    limits.setdefault("skip_without_tests", False)  # these notebooks have no nbgrader test cells
     executed, _ = GuardedExecute(report_dir=str(tmp_path / "records"), **limits).preprocess(notebook, resources)
     report = json.loads((tmp_path / "records" / "a1" / "s1" / "execution" / "nb.json").read_text(encoding="utf-8"))
     return executed, report, time.monotonic() - started
@@ -39,6 +40,17 @@ def test_the_notebook_budget_shrinks_each_cells_timeout(tmp_path):
     assert seconds < 40 and report["notebook_timeout"] == 5
 
 
+def test_a_notebook_without_test_cells_is_not_executed_and_one_with_a_test_is(tmp_path):
+    """Day 2's 02_acceleration has answers graded by hand only: autograde must not start its kernel (vLLM)."""
+    executed, report, _ = _run(tmp_path, ['raise RuntimeError("不该运行")'], skip_without_tests=True)
+    assert executed.cells[0].outputs == [] and report["cells"] == [] and "不运行" in report["skipped"]
+    test = {"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}}
+    notebook_with_test = [('print("ran")', {}), ("assert True", test)]
+    executed, report, _ = _run(tmp_path, [s for s, _ in notebook_with_test], skip_without_tests=True,
+                               metadata=[m for _, m in notebook_with_test])
+    assert executed.cells[0].outputs[0]["text"] == "ran\n" and "skipped" not in report
+
+
 def test_hidden_test_tracebacks_show_only_the_message():
     traceback = ['----> 5 assert quiz["q1"] == "B", "第 1 题答错了"']
     error = new_output("error", ename="AssertionError", evalue="第 1 题答错了", traceback=list(traceback))
@@ -48,3 +60,36 @@ def test_hidden_test_tracebacks_show_only_the_message():
     notebook, _ = HideHiddenTestTracebacks().preprocess(new_notebook(cells=[hidden, visible]), {})
     assert notebook.cells[0].outputs[0]["traceback"] == ["AssertionError: 第 1 题答错了"]
     assert notebook.cells[1].outputs[0]["traceback"] == traceback
+
+
+def test_a_demo_cell_tagged_skip_when_grading_is_not_run_but_a_graded_one_always_is(tmp_path):
+    from llmcourse.nbgrader_plugins import SKIP_TAG
+
+    skip = {"tags": [SKIP_TAG]}
+    graded = {"tags": [SKIP_TAG], "nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}}
+    executed, report, _ = _run(tmp_path, ['print("demo")', 'raise RuntimeError("不该运行")', 'print("graded")'],
+                               metadata=[{}, skip, graded])
+    assert [c.outputs[0]["text"] if c.outputs else None for c in executed.cells] == ["demo\n", None, "graded\n"]
+    assert [c.get("skipped", False) for c in report["cells"]] == [False, True, False]
+
+
+def test_the_cells_skipped_while_grading_are_ungraded_demos_whose_names_no_later_cell_reads():
+    """A skipped cell may not feed anything: no graded cell, and nothing after it reads what it defines."""
+    import ast
+
+    from conftest import ROOT
+    from llmcourse.nbgrader_plugins import SKIP_TAG
+    from llmcourse.recheck import bound_names, python_source, read_names
+
+    tagged = 0
+    for path in sorted(ROOT.glob("day[123]/*.ipynb")):
+        cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        for number, cell in enumerate(cells):
+            if SKIP_TAG not in cell.metadata.get("tags", []):
+                continue
+            tagged += 1
+            assert "nbgrader" not in cell.metadata, (path.name, number)
+            defined = bound_names([cell.source]) - {n for n in dir(__builtins__)}
+            later = set().union(*(read_names(c.source) for c in cells[number + 1:])) if cells[number + 1:] else set()
+            assert not defined & later, (path.name, number, defined & later)
+    assert tagged, "no cell is tagged: the test above would pass vacuously"

@@ -3,13 +3,21 @@
 Usage (in an nbgrader test cell)::
 
     from llmcourse.checks import check_config, check_train_log, check_adapter, check_statement
-    cfg = check_config("my_lora_sft.yaml")
-    check_train_log("runs/my_first_lora", min_steps=5)
-    check_adapter("runs/my_first_lora")
+    cfg = check_config("my_lora_sft.yaml", exercise="day1", run_dir="runs/my_first_lora")
+    check_train_log("runs/my_first_lora", min_steps=5, config_path="my_lora_sft.yaml")
+    check_adapter("runs/my_first_lora", config_path="my_lora_sft.yaml")
     check_statement(statement, min_chars=80)
+    exercise_table("day1")                     # the exercise's ranges, as the notebook shows them
 
 Every check raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader marks the cell failed)
 and returns what it checked, so a hidden test can look further.
+
+**Exercise ranges** (:data:`EXERCISES`) are the one source of what a config exercise asks for: the
+notebook shows them with :func:`exercise_table` and ``check_config(exercise=...)`` enforces them.
+**The graded run is the submitted config's run**: given ``run_dir`` / ``config_path``, the checks compare
+the submitted config file with the run's resolved ``config.yaml`` (:func:`run_config_problems`), allowing
+only the overrides a notebook's parameters cell may apply (:data:`OVERRIDABLE`, recorded by training
+in ``env.json`` → ``launch``); a difference raises :class:`ConfigMismatch`.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +41,134 @@ def _require(condition: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def check_config(path: str | Path) -> CourseConfig:
-    """The YAML config exists, validates, and its values are in ranges that make sense for LoRA SFT."""
+class ConfigMismatch(CheckFailed):
+    """The run being graded was not trained with the config file that was submitted."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One requirement of a config exercise: ``low <= value <= high`` (``per``: both times another field)."""
+
+    field: str
+    low: float | None = None
+    high: float | None = None
+    per: str | None = None
+    equals: Any = None
+
+    def bounds(self, cfg: CourseConfig) -> tuple[float | None, float | None]:
+        factor = _field(cfg, self.per) if self.per else 1
+        return (None if self.low is None else self.low * factor, None if self.high is None else self.high * factor)
+
+    def describe(self) -> str:
+        if self.equals is not None:
+            return f"{str(self.equals).lower() if isinstance(self.equals, bool) else self.equals}"
+        unit = f" × {self.per}" if self.per else ""
+        if self.low == self.high:
+            return f"{self.low:g}{unit}"
+        if self.high is None:
+            return f"至少 {self.low:g}{unit}"
+        return f"{self.low:g}{unit} 到 {self.high:g}{unit}"
+
+
+# Config exercises: what the notebook asks for (exercise_table) is what check_config(exercise=...) enforces.
+EXERCISES: dict[str, list[Rule]] = {
+    "day1": [Rule("lora.r", 8, 32), Rule("lora.lora_alpha", 2, 2, per="lora.r"), Rule("lora.lora_dropout", 0, 0.1),
+             Rule("train.max_steps", 30), Rule("train.learning_rate", 1e-4, 2e-3),
+             Rule("train.assistant_only_loss", equals=True)],
+}
+# A notebook's parameters cell may override these when it loads the learner's config (papermill's CI sizes,
+# a GPU learner's model); training records the overrides in env.json, so the run still counts as that config's.
+OVERRIDABLE = ("model.name", "model.device", "train.max_steps", "train.output_dir", "data.max_samples")
+# Filled in when training starts: a submitted "auto" / unset value matches whatever the run resolved.
+RESOLVED_AT_RUN = ("model.device", "train.engine", "train.torch_compile")
+COMPARED_SECTIONS = ("model", "data", "lora", "train")
+
+
+def _field(cfg: CourseConfig, dotted: str) -> Any:
+    section, _, name = dotted.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def exercise_table(exercise: str):
+    """The exercise's requirements as a table (field, what is allowed), for the notebook to show."""
+    import pandas as pd
+
+    return pd.DataFrame([{"字段": rule.field, "要求": rule.describe()} for rule in EXERCISES[exercise]])
+
+
+def exercise_problems(cfg: CourseConfig, exercise: str) -> list[str]:
+    problems = []
+    for rule in EXERCISES[exercise]:
+        value = _field(cfg, rule.field)
+        if rule.equals is not None:
+            if value != rule.equals:
+                problems.append(f"{rule.field} = {value}：这个练习要求 {rule.describe()}")
+            continue
+        low, high = rule.bounds(cfg)
+        if (low is not None and value < low) or (high is not None and value > high):
+            problems.append(f"{rule.field} = {value}：这个练习要求 {rule.describe()}")
+    return problems
+
+
+def _relative(value: Any, base: Path) -> Any:
+    if not value:
+        return value
+    try:
+        return Path(value).relative_to(base).as_posix()
+    except ValueError:
+        return Path(value).as_posix()
+
+
+def run_config_problems(config_path: str | Path, run_dir: str | Path) -> list[str]:
+    """Differences between a submitted config file and the resolved config of the run in ``run_dir``."""
+    from llmcourse.config import PATH_FIELDS
+
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return [f"{saved} 不存在"]
+    env_file = run_dir / "env.json"
+    launch = (json.loads(env_file.read_text(encoding="utf-8")).get("launch") or {}) if env_file.is_file() else {}
+    overrides = launch.get("overrides") or {}
+    problems = [f"训练时覆盖了 {key}（只允许覆盖 {', '.join(OVERRIDABLE)}）" for key in sorted(overrides)
+                if key not in OVERRIDABLE]
+    try:
+        submitted = load_config(config_path, **{k: v for k, v in overrides.items() if k in OVERRIDABLE})
+        ran = load_config(saved)
+    except ConfigError as exc:
+        return [*problems, f"读不了配置：{exc}"]
+    # Paths are compared relative to each config's folder: the run was trained on the learner's machine.
+    submitted_base = Path(config_path).resolve().parent
+    run_base = Path(launch["config_file"]).parent if launch.get("config_file") else None
+    for section in COMPARED_SECTIONS:
+        mine, theirs = getattr(submitted, section).model_dump(mode="json"), getattr(ran, section).model_dump(mode="json")
+        for name, value in mine.items():
+            key, other = f"{section}.{name}", theirs.get(name)
+            # output_dir is where the run was written: the run being checked is the one in run_dir.
+            if key == "train.output_dir" or (key in RESOLVED_AT_RUN and value in ("auto", None)):
+                continue
+            if (section, name) in PATH_FIELDS:
+                value = _relative(value, submitted_base)
+                other = _relative(other, run_base) if run_base else other
+                if run_base is None and value and other:  # runs older than env.json's "launch": file names only
+                    value, other = Path(value).name, Path(other).name
+            if value != other:
+                problems.append(f"{key}：提交的配置是 {value}，被评分的运行用的是 {other}")
+    return problems
+
+
+def _require_run_of(config_path: str | Path | None, run_dir: str | Path) -> None:
+    if config_path is None:
+        return
+    problems = run_config_problems(config_path, run_dir)
+    if problems:
+        raise ConfigMismatch(f"{run_dir} 不是用 {config_path} 训练出来的（改了配置就要重新训练）：" + "；".join(problems[:4]))
+
+
+def check_config(path: str | Path, exercise: str | None = None, run_dir: str | Path | None = None) -> CourseConfig:
+    """The YAML config exists, validates, and its values are in ranges that make sense for LoRA SFT;
+    with ``exercise``, in that exercise's ranges (:data:`EXERCISES`); with ``run_dir`` holding a run, it is
+    the config that run was trained with."""
     path = Path(path)
     _require(path.is_file(), f"找不到配置文件 {path}：请先运行写配置的单元格")
     try:
@@ -50,6 +185,11 @@ def check_config(path: str | Path) -> CourseConfig:
              f"train.max_steps = {train.max_steps}：至少训练 5 步才能看出 loss 的变化")
     _require(train.max_length >= 64, f"train.max_length = {train.max_length}：太短会截断回答，至少 64")
     _require(train.assistant_only_loss, "train.assistant_only_loss 应为 true：只在回答上计算 loss 效果好得多")
+    if exercise:
+        problems = exercise_problems(cfg, exercise)
+        _require(not problems, f"{path}：" + "；".join(problems))
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        _require_run_of(path, run_dir)
     return cfg
 
 
@@ -80,9 +220,12 @@ def loss_drop(losses: list[float]) -> float:
     return (start - end) / start if start > 0 else 0.0
 
 
-def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0.1) -> list[dict[str, Any]]:
-    """Enough logged steps, in order, finite losses, and a smoothed loss that fell by ``min_drop``."""
+def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0.1,
+                    config_path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Enough logged steps, in order, finite losses, and a smoothed loss that fell by ``min_drop``;
+    with ``config_path``, the run is that config's."""
     rows = read_log(run_dir)
+    _require_run_of(config_path, run_dir)
     _require(len(rows) >= min_steps, f"训练日志只有 {len(rows)} 步，至少需要 {min_steps} 步：把 train.max_steps 调大后重新训练")
     steps = [row.get("step") for row in rows]
     _require(steps == sorted(steps) and len(set(steps)) == len(steps), "训练日志的步数不是递增的：请删除该运行目录后重新训练")
@@ -95,9 +238,11 @@ def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0
     return rows
 
 
-def check_adapter(run_dir: str | Path) -> dict[str, Any]:
-    """The saved adapter exists, matches the run's config (rank, alpha, target modules) and was trained."""
+def check_adapter(run_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
+    """The saved adapter exists, matches the run's config (rank, alpha, target modules) and was trained;
+    with ``config_path``, the run is that config's."""
     run_dir = Path(run_dir)
+    _require_run_of(config_path, run_dir)
     adapter = run_dir / "adapter"
     config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
     _require(config_file.is_file() and weights.is_file(), f"找不到 LoRA 适配器 {adapter}：训练结束时会自动保存，请重新训练")

@@ -24,7 +24,11 @@ tampered               wrong quiz; test cell quiz_q2 edited, quiz_q3 deleted, qu
 fabricated             correct answers; train_log claims 60 steps for ``max_steps: 8``, a frozen clock
 fabricated_untrained   correct answers; the adapter's lora_B is all zero while the log says loss fell
 flooding               correct answers; the statement cell then prints ~2 MB
-corrupt                01_concepts.ipynb is not a notebook (not JSON)
+corrupt                01_concepts.ipynb is not a notebook (not JSON): it scores 0, 02 is graded
+stripped               correct answers; 01_concepts.ipynb lost every cell's nbgrader metadata and id (an editor
+                       outside JupyterLab): the grader restores it from the release and grades it
+ungradable             correct answers; 02_lora_training.ipynb has nbgrader metadata of a future schema, which
+                       nbgrader refuses: that notebook scores 0, 01 is graded
 =====================  ============================================================================
 
 The training runs are synthetic too (:func:`write_run`): a config, a log and a tiny adapter in
@@ -51,7 +55,7 @@ from llmcourse.models import ALL_LINEAR
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("01_concepts.ipynb", "02_lora_training.ipynb")
 KINDS = ("correct", "wrong", "erroring", "hanging", "tampered", "fabricated", "fabricated_untrained",
-         "flooding", "corrupt")
+         "flooding", "corrupt", "stripped", "ungradable")
 RUN_DIR = "runs/my_first_lora"
 PLACEHOLDER = re.compile(re.escape(CODE_STUB))
 WRONG_QUIZ = 'quiz = {"q1": "A", "q2": "A", "q3": "A", "q4": "A"}'
@@ -135,22 +139,32 @@ def learner_notebook(kind: str, released_path: Path, source_path: Path) -> nbfor
 
 
 def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 16, lora_alpha: int = 32,
-              trained: bool = True, clock: str = "real", seed: int = 0) -> Path:
+              trained: bool = True, clock: str = "real", seed: int = 0, config: str | Path | None = None) -> Path:
     """A training run folder as ``llmcourse.train`` writes it, without a model.
 
     ``clock``: ``real`` (2.5 s per step, throughput consistent with tokens) or ``frozen`` (every row
     at the same time, a hand-written log's tell). ``trained=False`` leaves lora_B at zero (PEFT's init).
+    ``config``: the learner's config file the run is of (its rank and alpha replace ``r`` / ``lora_alpha``;
+    ``max_steps`` and the output folder are recorded as the overrides a notebook applies); without it a
+    default config is written and the run is nobody's config's run.
     """
     import numpy as np
     from safetensors.numpy import save_file
 
-    from llmcourse.config import build_config
+    from llmcourse.config import build_config, load_config
 
     run_dir = Path(run_dir)
     (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
-    cfg = build_config({"model": {"name": "gemma3-270m", "device": "cpu"}, "lora": {"r": r, "lora_alpha": lora_alpha},
-                        "train": {"engine": "unsloth", "max_steps": max_steps, "output_dir": str(run_dir)}},
-                       base_dir=run_dir)
+    if config is not None:
+        overrides = {"train.max_steps": max_steps, "train.output_dir": str(run_dir), "model.device": "cpu"}
+        cfg = load_config(config, **overrides)
+        cfg.train.engine = "unsloth"
+        r, lora_alpha = cfg.lora.r, cfg.lora.lora_alpha
+    else:
+        cfg = build_config({"model": {"name": "gemma3-270m", "device": "cpu"},
+                            "lora": {"r": r, "lora_alpha": lora_alpha},
+                            "train": {"engine": "unsloth", "max_steps": max_steps, "output_dir": str(run_dir)}},
+                           base_dir=run_dir)
     cfg.save(run_dir / "config.yaml")
     rows = []
     for step in range(1, steps + 1):
@@ -172,9 +186,30 @@ def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 
     adapter_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": lora_alpha,
                       "lora_dropout": 0.0, "target_modules": list(ALL_LINEAR), "bias": "none", "use_rslora": False}
     (run_dir / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
-    (run_dir / "env.json").write_text(json.dumps({"device": "cpu", "engine": "unsloth", "synthetic": True}),
-                                      encoding="utf-8")
+    (run_dir / "env.json").write_text(json.dumps({"device": "cpu", "engine": "unsloth", "synthetic": True,
+                                                  "launch": cfg.origin}), encoding="utf-8")
     return run_dir
+
+
+def _write_config(folder: Path, source_dir: Path) -> Path | None:
+    """``my_lora_sft.yaml`` from the source notebook's solution of the config exercise."""
+    import ast
+
+    source = source_dir / NOTEBOOKS[1]
+    cell = _by_id(nbformat.read(source, as_version=4)).get("write_config")
+    if cell is None:
+        return None
+    assignment = ast.parse(solution(cell)).body[0]
+    path = folder / "my_lora_sft.yaml"
+    path.write_text(ast.literal_eval(assignment.value), encoding="utf-8")
+    return path
+
+
+def _rewrite_cells(path: Path, change) -> None:
+    """Edit a notebook's JSON as another editor would save it (no nbformat normalising on the way)."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    notebook["cells"] = change(notebook["cells"])
+    path.write_text(json.dumps(notebook, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def make_submission(kind: str, release_dir: Path, source_dir: Path, folder: Path, seed: int = 0) -> Path:
@@ -187,10 +222,21 @@ def make_submission(kind: str, release_dir: Path, source_dir: Path, folder: Path
         nbformat.write(learner_notebook(kind, released, source_dir / released.name), folder / released.name)
     if kind == "corrupt":
         (folder / NOTEBOOKS[0]).write_text("{这不是一个笔记本", encoding="utf-8")
+    if kind == "stripped":
+        _rewrite_cells(folder / NOTEBOOKS[0], lambda cells: [{k: v for k, v in c.items() if k != "id"}
+                                                            | {"metadata": {}} for c in cells])
+    if kind == "ungradable":
+        def future_schema(cells):
+            next(c for c in cells if "nbgrader" in c["metadata"])["metadata"]["nbgrader"]["schema_version"] = 99
+            return cells
+        _rewrite_cells(folder / NOTEBOOKS[1], future_schema)
+    # The learner's config file as their notebook saved it, and the run trained from it (a wrong config's
+    # learner trained before changing it: their run is not that config's).
+    config = _write_config(folder, source_dir) if kind not in ("wrong", "erroring") else None
     if kind == "fabricated":
-        write_run(folder / RUN_DIR, steps=60, max_steps=8, clock="frozen", seed=seed)
+        write_run(folder / RUN_DIR, steps=60, max_steps=8, clock="frozen", seed=seed, config=config)
     else:
-        write_run(folder / RUN_DIR, trained=kind != "fabricated_untrained", seed=seed)
+        write_run(folder / RUN_DIR, trained=kind != "fabricated_untrained", seed=seed, config=config)
     return folder
 
 
@@ -286,3 +332,22 @@ def write_gradebook(course, learners: dict[str, dict[str, dict[str, float]]]) ->
                     grade.needs_manual_grade = False
         gradebook.db.commit()
     return course.db_path
+
+
+def real_submission(release_dir: str | Path, source_dir: str | Path, executed_dir: str | Path,
+                    folder: str | Path) -> Path:
+    """A real learner's folder (not trimmed, not synthetic), for the real-submission grading test and benchmark.
+
+    Every released notebook of the day with the source notebooks' own answers written into its answer
+    cells (:func:`learner_notebook`, kind ``correct``), beside every artifact a course run of that day
+    left in ``executed_dir`` (``llmcourse.course.run_day``'s folder: ``runs/``, ``my_lora_sft.yaml``,
+    ``my_cases.jsonl``, ``no_code_submission/`` ...). The executed notebooks themselves stay out.
+    """
+    from llmcourse.course import JUNK
+
+    release_dir, source_dir, folder = Path(release_dir), Path(source_dir), Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(executed_dir, folder, ignore=shutil.ignore_patterns("*.ipynb", *JUNK))
+    for released in sorted(release_dir.glob("*.ipynb")):
+        nbformat.write(learner_notebook("correct", released, source_dir / released.name), folder / released.name)
+    return folder

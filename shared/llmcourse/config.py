@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    PrivateAttr,
     BaseModel,
     ConfigDict,
     Field,
@@ -224,6 +225,14 @@ class CourseConfig(_Section):
     train: TrainSection = TrainSection()
     infer: InferSection = InferSection()
     serve: ServeSection = ServeSection()
+    # Where this config came from: the YAML file and the overrides applied on top of it. Not part of the
+    # YAML; training records it in env.json ("launch") so a grader can tell which config file a run is of.
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        """``{"config_file": ..., "overrides": {"train.max_steps": 8, ...}}`` (empty when built from a dict)."""
+        return dict(self._origin)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -381,11 +390,15 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
             if default:
                 data.setdefault(section, {})[field] = _absolute(default, base_dir)
     try:
-        return CourseConfig.model_validate(data)
+        cfg = CourseConfig.model_validate(data)
     except ValidationError as exc:
         sections = {name: info.annotation for name, info in CourseConfig.model_fields.items()}
         problems = [_describe_error(err, sections) for err in exc.errors()]
         raise ConfigError(f"{source} 有 {len(problems)} 处问题：\n  - " + "\n  - ".join(problems)) from None
+    cfg._origin = {"config_file": source if source != "配置" else None,
+                   "overrides": {key: str(value) if isinstance(value, Path) else value
+                                 for key, value in (overrides or {}).items()}}
+    return cfg
 
 
 def load_config(path: str | Path, **overrides: Any) -> CourseConfig:

@@ -28,13 +28,19 @@ Autograde runs one nbgrader ``Autograde`` per learner inside a small pool of wor
 every notebook a time budget and an output limit (:class:`llmcourse.nbgrader_plugins.GuardedExecute`),
 and a watchdog kills a worker (and its kernel) that overruns a learner's deadline, records
 the learner as timed out and starts a fresh worker: one bad submission never stops the batch.
-Afterwards :mod:`llmcourse.integrity` compares each submission with the release and checks its
+nbgrader grades a prepared copy of each submission (``_Grader.prepare``): a notebook that cannot be
+read is left out and scores 0 alone, cells that lost their nbgrader metadata get the release's back;
+a notebook nbgrader still refuses is graded apart from the others and scores 0 alone.
+Afterwards :mod:`llmcourse.recheck` runs every test cell again in the grader's own process on the
+learner's literal answers and files (a cell the kernel passed and the recheck fails scores 0), and
+:mod:`llmcourse.integrity` compares each submission with the release and checks its
 training runs; every finding becomes a flag in ``flags.json``, the exported gradebook and
 nbgrader's own "flagged" mark (visible in formgrader).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import multiprocessing
@@ -59,6 +65,9 @@ AUTOGRADE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.executed.ip
 # Project assignments: every file is the learner's own work, none is replaced by the source's copy.
 PROJECT_ASSIGNMENTS = {"day3"}
 STUDENT_ID = re.compile(r"^\w[\w.-]{0,63}$")
+# What nbgrader grades: a copy of each submission with unreadable notebooks left out and stripped
+# metadata restored (`_Grader.prepare`); removed after each learner.
+PREPARED = ".prepared"
 MAX_UNZIPPED_BYTES = 4 * 2**30
 
 
@@ -336,28 +345,114 @@ class _Grader:
         config.GuardedExecute.notebook_timeout = settings.notebook_timeout
         config.GuardedExecute.output_limit = settings.output_limit
         config.GuardedExecute.report_dir = str(course.grading / "records")
+        # nbgrader grades the prepared copy (see ``prepare``), never the learner's own files.
+        config.CourseDirectory.submitted_directory = os.path.relpath(course.grading / PREPARED, course.root)
         self.config = config
         self.rubric = load_rubric(course.rubric_path)
         self.with_evidence = settings.evidence != "none" and has_dimensions(self.rubric, assignment)
 
-    def grade(self, student: str) -> Graded:
+    def prepare(self, student: str) -> dict[str, dict]:
+        """The copy of the submission nbgrader grades, in grading/.prepared/<student>/<assignment>/.
+
+        The learner's files are hard-linked (copied where links fail) and never changed. Per released
+        notebook: one that cannot be read is left out, so nbgrader scores it 0 like a missing notebook and
+        grades the others; one whose cells lost their nbgrader metadata gets the release's metadata back
+        where a cell can be matched, and a graded cell that is gone is put back
+        (:func:`llmcourse.integrity.restore_notebook`). Returns ``{notebook: what was done}``.
+        """
+        import warnings
+
+        import nbformat
+
+        from llmcourse.integrity import read_submitted, restore_notebook
+
+        source = self.course.submitted_dir(student, self.assignment)
+        target = self.course.grading / PREPARED / student / self.assignment
+        shutil.rmtree(target, ignore_errors=True)
+        released = {p.name: p for p in self.course.release_dir(self.assignment).glob("*.ipynb")}
+
+        def link(src, dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        shutil.copytree(source, target, copy_function=link,
+                        ignore=lambda folder, names: [n for n in names if Path(folder) == source and n in released])
+        notes: dict[str, dict] = {}
+        for name, release_path in sorted(released.items()):
+            if not (source / name).is_file():
+                continue
+            submitted, problem = read_submitted(source / name)
+            if submitted is None:
+                notes[name] = {"unreadable": problem}
+                continue
+            notebook, restored, inserted = restore_notebook(nbformat.read(release_path, as_version=4), submitted)
+            if restored or inserted:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    nbformat.write(notebook, target / name)
+                notes[name] = {"restored": restored, "inserted": inserted}
+            else:
+                shutil.copy2(source / name, target / name)  # a copy: nothing downstream can write through a link
+        return notes
+
+    def _autograde(self, student: str, notebook: str = "*") -> dict:
         from nbgrader.converters import Autograde
 
+        config = self.config
+        if notebook != "*":
+            config = copy.deepcopy(self.config)
+            config.CourseDirectory.notebook_id = notebook
+        for attempt in range(3):
+            result = _run_app(Autograde, self.course, config, self.assignment, student, force=True, create_student=True)
+            if result["success"] or "database is locked" not in _tail(result, 200):
+                break
+            time.sleep(2 + attempt * 3)
+        return result
+
+    def _zero(self, student: str, notebook: str, why: str) -> None:
+        """A notebook nbgrader could not grade scores 0 (not missing) and its execution report says why."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.course.db_url + "?timeout=60", self.course.course_id) as gradebook:
+            for grade in gradebook.find_submission_notebook(notebook, self.assignment, student).grades:
+                grade.auto_score, grade.needs_manual_grade = 0, False
+            gradebook.db.commit()
+        folder = self.course.records_dir(self.assignment, student) / "execution"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{notebook}.json"
+        report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"notebook": notebook, "cells": []}
+        report["grader_error"] = why
+        path.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def grade(self, student: str) -> Graded:
         started = time.monotonic()
         records = self.course.records_dir(self.assignment, student)
         shutil.rmtree(records / "execution", ignore_errors=True)
         records.mkdir(parents=True, exist_ok=True)
+        prepared = self.course.grading / PREPARED / student
         try:
-            for attempt in range(3):
-                result = _run_app(Autograde, self.course, self.config, self.assignment, student,
-                                  force=True, create_student=True)
-                if result["success"] or "database is locked" not in _tail(result, 200):
-                    break
-                time.sleep(2 + attempt * 3)
-            (records / "autograde.log").write_text((result.get("log") or "") + (result.get("error") or ""),
-                                                   encoding="utf-8")
+            notes = self.prepare(student)
+            (records / "prepared.json").write_text(json.dumps(notes, ensure_ascii=False, indent=1), encoding="utf-8")
+            result = self._autograde(student)
+            log = (result.get("log") or "") + (result.get("error") or "")
             status = "ok" if result["success"] else "error"
             message = "" if result["success"] else _tail(result, 6)
+            graded = sorted(p.stem for p in (prepared / self.assignment).glob("*.ipynb")
+                            if p.name in {r.name for r in self.course.release_dir(self.assignment).glob("*.ipynb")})
+            if not result["success"] and len(graded) > 1 and "database is locked" not in message:
+                # nbgrader drops the whole submission when one notebook fails: grade them one at a time.
+                failed = []
+                for notebook in graded:
+                    single = self._autograde(student, notebook)
+                    log += f"\n===== {notebook} =====\n" + (single.get("log") or "") + (single.get("error") or "")
+                    if not single["success"]:
+                        failed.append(notebook)
+                        self._zero(student, notebook, _tail(single, 6))
+                if len(failed) < len(graded):
+                    status = "ok"
+                    message = f"nbgrader 无法评分 {', '.join(failed)}（记 0 分），其余笔记本已评分" if failed else ""
+            (records / "autograde.log").write_text(log, encoding="utf-8")
             if self.with_evidence:
                 from llmcourse.rubric import collect_evidence
                 evidence = collect_evidence(self.rubric, self.assignment,
@@ -368,6 +463,12 @@ class _Grader:
                                                        encoding="utf-8")
         except Exception as exc:  # noqa: BLE001  (a learner's files must not stop the batch)
             status, message = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            shutil.rmtree(prepared, ignore_errors=True)
+            try:
+                prepared.parent.rmdir()  # grading/.prepared goes once no worker uses it
+            except OSError:
+                pass
         return Graded(student, status, round(time.monotonic() - started, 2), message)
 
 
@@ -539,6 +640,10 @@ def _flag(course: Course, assignment: str, graded: Graded):
     records.mkdir(parents=True, exist_ok=True)
     flags = inspect_submission(course.release_dir(assignment), course.submitted_dir(graded.student, assignment),
                                records / "execution", grader_status=graded.status, grader_message=graded.message)
+    if course.autograded_dir(graded.student, assignment).is_dir():
+        # The points come from the grader's own run of the test cells, not from the learner's kernel.
+        from llmcourse.recheck import recheck_submission
+        flags += recheck_submission(course, assignment, graded.student)
     status = {"student": graded.student, "status": graded.status, "seconds": graded.seconds, "message": graded.message}
     (records / "status.json").write_text(json.dumps(status, ensure_ascii=False, indent=1), encoding="utf-8")
     (records / "flags.json").write_text(json.dumps([f.to_dict() for f in flags], ensure_ascii=False, indent=1),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from llmcourse.config import CourseConfig
 from llmcourse.lane import cpu_has_native_bf16, resolve_device
-from llmcourse.models import get_model
+from llmcourse.models import get_model, guard_model_load
 from llmcourse.train import _torch_dtype, apply_template, resolve_model_path, use_course_template
 
 
@@ -49,9 +49,26 @@ class Generation:
 
 
 def load_model(cfg: CourseConfig, adapter_dir: str | Path | None = None):
-    """The base model (plus the LoRA adapter when given), in eval mode, and its tokenizer."""
+    """The base model (plus the LoRA adapter when given), in eval mode, and its tokenizer.
+
+    Under nbgrader it loads nothing and returns the model's outline (:class:`llmcourse.models.ModelOutline`:
+    its shapes, no weights) and no tokenizer: the demo cells that use it only count parameters, earn no
+    points, and loading the weights cost a learner's grading most of its time on 2 cores.
+    """
+    from llmcourse.models import model_outline
+    from llmcourse.train import in_grading
+
+    if in_grading() and adapter_dir is None and (outline := model_outline(cfg.model.name)) is not None:
+        print(f"评分模式：不加载 {cfg.model.name} 的权重，只用它的结构（各层的形状）")
+        return outline, None
+    return load_weights(cfg, adapter_dir)
+
+
+def load_weights(cfg: CourseConfig, adapter_dir: str | Path | None = None):
+    """:func:`load_model` itself: the weights from disk (or the hub), at any time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    guard_model_load(f"加载模型 {cfg.model.name}")
     device = resolve_device(cfg.model.device)
     path = resolve_model_path(cfg)
     tokenizer = use_course_template(AutoTokenizer.from_pretrained(adapter_dir or path), cfg)
@@ -126,7 +143,7 @@ class TransformersEngine:
 
     def __init__(self, cfg: CourseConfig, adapter_dir: str | Path | None = None):
         self.cfg, self.adapter_dir = cfg, adapter_dir
-        self.model, self.tokenizer = load_model(cfg, adapter_dir)
+        self.model, self.tokenizer = load_weights(cfg, adapter_dir)
         spec = get_model(cfg.model.name)
         stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in spec.stop_strings]
         self.eos_ids = sorted({self.tokenizer.eos_token_id, *stop_ids} - {None})
@@ -199,6 +216,7 @@ class VLLMEngine:
     def __init__(self, cfg: CourseConfig, adapter_dir: str | Path | None = None):
         from llmcourse.vllm_lane import apply_cpu_settings, engine_args
 
+        guard_model_load(f"启动 vLLM 引擎（{cfg.model.name}）")
         apply_cpu_settings(cfg.model.device)
         from vllm import LLM
 
@@ -269,6 +287,7 @@ class VLLMWorkerEngine:
 
         from llmcourse.vllm_lane import vllm_python
 
+        guard_model_load(f"启动 vLLM 工作进程（{cfg.model.name}）")
         python = python or vllm_python()
         if python is None:
             raise RuntimeError(VLLM_MISSING)

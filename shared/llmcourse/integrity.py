@@ -2,29 +2,38 @@
 
 Usage::
 
-    from llmcourse.integrity import inspect_submission, notebook_flags, training_run_problems
+    from llmcourse.integrity import inspect_submission, notebook_flags, restore_notebook, training_run_problems
     flags = inspect_submission("grading/release/day1", "grading/submitted/alice/day1",
                                "grading/records/day1/alice/execution", grader_status="ok")
     [str(f) for f in flags]         # ["test_cell_edited:01_concepts.ipynb#quiz_q2", ...]
     training_run_problems("grading/submitted/alice/day1/runs/my_first_lora")   # [] or reasons
+    notebook, restored, inserted = restore_notebook(released_nb, submitted_nb)   # what nbgrader grades
 
-A flag never changes a score by itself: it tells the instructor where to look. Codes:
+A flag never changes a score by itself (``check_faked`` reports the recheck's zero): it tells the
+instructor where to look. Codes:
 
 =====================  ==================================================================
 test_cell_edited       a locked test cell's source differs from the release
 locked_cell_edited     another locked cell (instructions) differs from the release
 test_cell_deleted      a graded cell of the release is gone (nbgrader re-adds test cells)
 cell_deleted           a solution cell of the release is gone
-metadata_stripped      the cell is there (same id or same text) but its nbgrader metadata is not
+metadata_stripped      the cell is there (same id, same text, or an answer in its place) but its nbgrader
+                       metadata is not; the grader restores the release's metadata and grades it
 metadata_changed       nbgrader metadata (points, grade, locked, solution) differs from the release
 duplicate_cell         one grade_id appears more than once
 notebook_missing       a released notebook was not submitted
+notebook_unreadable    a submitted notebook is not a notebook (not JSON, no cell list): it scores 0, the
+                       others are graded
 cell_timeout           a cell ran past its timeout and was interrupted
 notebook_timeout       the notebook used up its time budget, or the learner overran the grader's deadline
 output_flood           a cell printed more than the output limit
 fabricated_log         a training log that the run's config and adapter contradict
-grader_error           nbgrader could not grade the submission (e.g. a notebook that is not valid JSON)
+grader_error           nbgrader could not grade the submission, or one notebook of it (that one scores 0)
 grader_crashed         the grading process died on this submission
+check_faked            (llmcourse.recheck) a test cell the learner's kernel passed fails the grader's own
+                       rerun: its score is set to 0 there
+check_shadowed         (llmcourse.recheck) a learner cell rebinds, patches or hooks what the test cells use
+config_mismatch        (llmcourse.recheck) the graded run was not trained with the submitted config file
 =====================  ==================================================================
 
 Fabricated-log reasons (:func:`training_run_problems`): more steps than ``train.max_steps``,
@@ -70,6 +79,118 @@ def _read_notebook(path: Path):
     return nbformat.read(path, as_version=4)
 
 
+def read_submitted(path: str | Path):
+    """``(notebook, "")`` for a notebook nbgrader can take, ``(None, reason)`` for one it cannot read."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # editors drop cell ids; nbformat warns and makes new ones
+            notebook = _read_notebook(Path(path))
+    except Exception as exc:  # noqa: BLE001  (nbformat raises several kinds for unreadable files)
+        return None, f"不是有效的笔记本（{type(exc).__name__}）"
+    cells = notebook.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw")
+                                              and isinstance(c.get("source", ""), str) for c in cells):
+        return None, "不是有效的笔记本（cells 不是单元格列表）"
+    return notebook, ""
+
+
+def _grade_id(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta.get("grade_id") if isinstance(meta, dict) else None
+
+
+def match_cells(released, submitted) -> dict[int, tuple[int, str]]:
+    """Where each released cell is in the submission: ``{released index: (submitted index, how)}``.
+
+    ``how`` is ``grade_id`` (its nbgrader metadata is intact), ``id`` (same cell id: the metadata is gone
+    but the editor kept ids), ``text`` (same type and normalized text, in order: a locked cell or an
+    untouched answer) or ``position`` (an answer cell whose text changed, paired with the one cell of its
+    type that stands between the same matched neighbours; only when the gap holds as many cells on both
+    sides, so a learner's extra cells never make a guess). A submitted cell explains one released cell only.
+    """
+    from difflib import SequenceMatcher
+
+    pairs: dict[int, tuple[int, str]] = {}
+    marked = {j for j, cell in enumerate(submitted.cells) if _grade_id(cell)}
+    first_copy: dict[str, int] = {}
+    for j in sorted(marked):
+        first_copy.setdefault(_grade_id(submitted.cells[j]), j)
+    for i, cell in enumerate(released.cells):
+        if _grade_id(cell) in first_copy:
+            pairs[i] = (first_copy[_grade_id(cell)], "grade_id")
+    used = {j for j, _ in pairs.values()} | marked
+    by_id = {}
+    for j, cell in enumerate(submitted.cells):
+        if j not in used and cell.get("id"):
+            by_id.setdefault(cell["id"], j)
+    for i, cell in enumerate(released.cells):
+        j = by_id.get(cell.get("id")) if i not in pairs else None
+        if j is not None and j not in used and submitted.cells[j].cell_type == cell.cell_type:
+            pairs[i] = (j, "id")
+            used.add(j)
+    # Align the rest on text; cells paired above (and marked cells) are anchors that only match their partner.
+    partner = {j: i for i, (j, _) in pairs.items()}
+    left = [f"pair{i}" if i in pairs else f"{c.cell_type}\n{_normalized(c.source)}" for i, c in enumerate(released.cells)]
+    right = [f"pair{partner[j]}" if j in partner else f"marked{j}" if j in marked
+             else f"{c.cell_type}\n{_normalized(c.source)}" for j, c in enumerate(submitted.cells)]
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, left, right, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for i, j in zip(range(i1, i2), range(j1, j2)):
+                if i not in pairs and j not in used:
+                    pairs[i] = (j, "text")
+        elif tag == "replace" and i2 - i1 == j2 - j1:
+            for i, j in zip(range(i1, i2), range(j1, j2)):
+                meta = released.cells[i].metadata.get("nbgrader") or {}
+                answer = meta.get("solution") or not meta  # locked cells need their own text to be recognised
+                if (i not in pairs and j not in used and answer
+                        and released.cells[i].cell_type == submitted.cells[j].cell_type):
+                    pairs[i] = (j, "position")
+    return pairs
+
+
+MISSING_NOTICE = "（这个单元格在提交的笔记本中缺失，评分时已按学生版补回。）"
+
+
+def restore_notebook(released, submitted):
+    """The submission as nbgrader should grade it: ``(notebook, restored, inserted)`` (grade ids).
+
+    Cells that lost their nbgrader metadata but are matched to a released cell (:func:`match_cells`)
+    get the release's metadata back, so they are graded; a graded cell that cannot be found at all is
+    put back from the release after the cell that precedes it there (nbgrader then overwrites a locked
+    cell's text with the source's, hidden tests included). ``submitted`` is not changed.
+    """
+    import copy
+
+    import nbformat
+
+    notebook = copy.deepcopy(submitted)
+    pairs = match_cells(released, notebook)
+    restored, inserted, after = [], [], []
+    for i, cell in enumerate(released.cells):
+        meta = cell.metadata.get("nbgrader")
+        if not meta:
+            continue
+        if i in pairs:
+            j, how = pairs[i]
+            if how != "grade_id":
+                notebook.cells[j].setdefault("metadata", {})["nbgrader"] = copy.deepcopy(meta)
+                restored.append(meta["grade_id"])
+        elif meta.get("grade"):
+            anchor = max((pairs[k][0] for k in range(i) if k in pairs), default=-1)
+            new = copy.deepcopy(cell)
+            new.source = (f"# {MISSING_NOTICE}\n" if cell.cell_type == "code" else f"{MISSING_NOTICE}\n\n") + cell.source
+            new.pop("id", None)
+            if notebook.get("nbformat_minor", 0) >= 5:
+                new["id"] = nbformat.v4.new_code_cell().id
+            after.append((anchor, len(after), new))
+            inserted.append(meta["grade_id"])
+    for anchor, _, new in sorted(after, key=lambda item: (item[0], item[1]), reverse=True):
+        notebook.cells.insert(anchor + 1, new)
+    return notebook, restored, inserted
+
+
 def notebook_flags(release_path: str | Path, submitted_path: str | Path) -> list[Flag]:
     """Compare a submitted notebook's graded cells with the released notebook's."""
     release_path, submitted_path = Path(release_path), Path(submitted_path)
@@ -77,25 +198,16 @@ def notebook_flags(release_path: str | Path, submitted_path: str | Path) -> list
     if not submitted_path.is_file():
         return [Flag("notebook_missing", name, f"没有提交 {name}")]
     released = _read_notebook(release_path)
-    try:
-        submitted = _read_notebook(submitted_path)
-    except Exception as exc:  # noqa: BLE001  (nbformat raises several kinds for unreadable files)
-        return [Flag("grader_error", name, f"{name} 不是有效的笔记本：{type(exc).__name__}")]
+    submitted, problem = read_submitted(submitted_path)
+    if submitted is None:
+        return [Flag("notebook_unreadable", name, f"{name} {problem}：本笔记本记 0 分，其余笔记本照常评分")]
     marked: dict[str, list] = {}
-    unmarked = []
     for cell in submitted.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id:
-            marked.setdefault(grade_id, []).append(cell)
-        else:
-            unmarked.append(cell)
-    released_ids = {cell.get("id") for cell in released.cells if cell.get("id")}
-    by_id = {cell.get("id"): cell for cell in unmarked if cell.get("id")}
-    # Without a matching id, an unmarked cell can still be a locked cell with its metadata stripped
-    # (same text); each such cell explains one missing cell only.
-    spare_texts = [_normalized(cell.source) for cell in unmarked if cell.get("id") not in released_ids]
+        if _grade_id(cell):
+            marked.setdefault(_grade_id(cell), []).append(cell)
+    pairs = match_cells(released, submitted)
     flags = []
-    for cell in released.cells:
+    for i, cell in enumerate(released.cells):
         meta = cell.metadata.get("nbgrader")
         if not meta:
             continue
@@ -105,14 +217,11 @@ def notebook_flags(release_path: str | Path, submitted_path: str | Path) -> list
         if len(copies) > 1:
             flags.append(Flag("duplicate_cell", where, f"{grade_id} 出现了 {len(copies)} 次"))
         if not copies:
-            stripped = cell.get("id") in by_id
-            if not stripped and meta.get("locked") and _normalized(cell.source) in spare_texts:
-                spare_texts.remove(_normalized(cell.source))
-                stripped = True
-            if stripped:
-                flags.append(Flag("metadata_stripped", where, f"{grade_id} 还在，但评分元数据被删除"))
+            if i in pairs:
+                flags.append(Flag("metadata_stripped", where,
+                                  f"{grade_id} 还在，但评分元数据被删除（评分时已按学生版恢复）"))
             elif is_test:
-                flags.append(Flag("test_cell_deleted", where, f"测试单元格 {grade_id} 被删除（评分时已由 nbgrader 补回）"))
+                flags.append(Flag("test_cell_deleted", where, f"测试单元格 {grade_id} 被删除（评分时已补回）"))
             else:
                 flags.append(Flag("cell_deleted", where, f"单元格 {grade_id} 被删除"))
             continue
@@ -133,15 +242,17 @@ def execution_flags(execution_dir: str | Path) -> list[Flag]:
     for path in sorted(Path(execution_dir).glob("*.json")):
         report = json.loads(path.read_text(encoding="utf-8"))
         name = f"{report['notebook']}.ipynb"
-        for cell in report["cells"]:
+        for cell in report.get("cells", []):
             where = f"{name}#{cell.get('grade_id') or 'cell' + str(cell['index'])}"
             if cell.get("timed_out"):
                 flags.append(Flag("cell_timeout", where, f"单元格运行超过 {report['cell_timeout']} 秒被中断"))
             if cell.get("flood"):
                 flags.append(Flag("output_flood", where,
                                   f"单元格输出 {cell['output_chars']} 个字符，超过上限 {report['output_limit']}"))
+        if report.get("grader_error"):
+            flags.append(Flag("grader_error", name, f"nbgrader 无法评分这本笔记本（记 0 分）：{report['grader_error'][-300:]}"))
         budget = report.get("notebook_timeout") or 0
-        spent = report.get("cells_seconds", report["seconds"])
+        spent = report.get("cells_seconds", report.get("seconds", 0))
         if budget and spent >= budget:
             flags.append(Flag("notebook_timeout", name, f"整本笔记本运行 {spent:.0f} 秒，用完了 {budget} 秒的时间预算"))
     return flags

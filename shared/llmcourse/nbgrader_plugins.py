@@ -16,6 +16,10 @@ a whole-notebook time budget (each cell's timeout shrinks to what is left), an o
 per cell (the rest is dropped and the cell interrupted, so a print loop cannot fill memory),
 and a JSON execution report per notebook (``REPORT_DIR/<assignment>/<student>/execution/<notebook>.json``:
 per cell seconds, output size, timeout, flood, error name) that :mod:`llmcourse.integrity` turns into flags.
+A notebook without any autograder test cell (Day 2's ``02_acceleration``: its answers are graded by hand)
+is not executed at all (``skip_without_tests``): nothing in it scores automatically, and its demo cells
+start vLLM and load models, a minute or more per learner; its report says ``skipped``. Single demo
+cells tagged ``skip-when-grading`` (:data:`SKIP_TAG`) are left unexecuted the same way.
 
 :class:`HideHiddenTestTracebacks` keeps hidden tests out of feedback: nbgrader's
 ``ClearHiddenTests`` clears the hidden lines from the cell's source, but a failing hidden
@@ -35,6 +39,9 @@ from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode, default
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+# A demo cell with this tag is not run while grading: it earns nothing and is slow (Day 1's PEFT demo
+# imports PEFT and wraps the model, ~15 s a learner). Cells with nbgrader metadata always run.
+SKIP_TAG = "skip-when-grading"
 TIMEOUT_ERROR = "CellTimeoutError"
 
 
@@ -48,6 +55,12 @@ def output_size(msg_or_output: dict) -> int:
     return size
 
 
+def has_autograder_tests(nb) -> bool:
+    """True when a code cell of ``nb`` is an nbgrader test cell (graded, not an answer)."""
+    return any(c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+               and not c.metadata["nbgrader"].get("solution") for c in nb.cells)
+
+
 class GuardedExecute(Execute):
     """nbgrader's ``Execute`` plus a notebook time budget, an output limit and an execution report."""
 
@@ -55,6 +68,7 @@ class GuardedExecute(Execute):
     output_limit = Integer(200_000, help="characters of output kept per cell; 0 = no limit").tag(config=True)
     interrupt_on_flood = Bool(True, help="interrupt a cell once it passes output_limit").tag(config=True)
     report_dir = Unicode("", help="folder for execution reports; empty = write none").tag(config=True)
+    skip_without_tests = Bool(True, help="leave a notebook with no autograder test cell unexecuted").tag(config=True)
 
     @default("error_on_timeout")
     def _chinese_timeout_error(self):
@@ -65,6 +79,11 @@ class GuardedExecute(Execute):
         self._started = time.monotonic()
         self._budget_from: float | None = None  # the first cell: starting the kernel is not the learner's time
         self._cells: dict[int, dict] = {}
+        self._skipped = None
+        if self.skip_without_tests and not has_autograder_tests(nb):
+            self._skipped = "没有自动评分的测试单元格，评分时不运行（其中的演示会加载模型、启动 vLLM）"
+            self._write_report(nb, resources or {})
+            return nb, resources
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -86,6 +105,9 @@ class GuardedExecute(Execute):
                                                 "timed_out": False, "error": None})
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         record["grade_id"] = grade_id
+        if SKIP_TAG in cell.metadata.get("tags", []) and not grade_id:
+            record["skipped"], record["seconds"] = True, 0.0
+            return cell, resources
         started = time.monotonic()
         try:
             return super().preprocess_cell(cell, resources, index)
@@ -127,6 +149,8 @@ class GuardedExecute(Execute):
                   "cells_seconds": round(cells_seconds, 3),
                   "cell_timeout": self.timeout, "notebook_timeout": self.notebook_timeout,
                   "output_limit": self.output_limit, "cells": sorted(self._cells.values(), key=lambda c: c["index"])}
+        if self._skipped:
+            report["skipped"] = self._skipped
         (folder / f"{info['notebook']}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1),
                                                          encoding="utf-8")
 

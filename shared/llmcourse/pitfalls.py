@@ -276,6 +276,8 @@ class Lab:
 
     def _load(self):
         if self._model is None:
+            from llmcourse.models import guard_model_load
+            guard_model_load(f"加载模型 {self.cfg.model.name}")
             from transformers import AutoModelForCausalLM
 
             from llmcourse.train import resolve_model_path
@@ -678,6 +680,9 @@ def vllm_lora_plan(cfg: CourseConfig, adapter_dir: str | Path) -> dict[str, Any]
 
 def serve_with_vllm(cfg: CourseConfig, adapter_dir: str | Path, questions: list[str]) -> list[str] | None:
     """Answer ``questions`` with vLLM and the adapter unmerged (``LoRARequest``); GPU only."""
+    if in_grading():
+        print("评分模式：跳过 vLLM 演示（评分时不启动推理引擎）")
+        return None
     rank = vllm_max_lora_rank(adapter_rank(adapter_dir))
     if not gpu_lane("用 vLLM 挂载未合并的适配器", VLLM_CODE.format(rank=rank, adapter=adapter_dir)):
         return None

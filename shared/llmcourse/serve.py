@@ -188,11 +188,11 @@ class ChatModel:
 
     def __init__(self, cfg: CourseConfig, adapter: Path | None):
         from llmcourse.batcher import Batcher
-        from llmcourse.infer import load_model
+        from llmcourse.infer import load_weights
         from llmcourse.models import get_model
 
         self.cfg = cfg
-        model, self.tokenizer = load_model(cfg, adapter)
+        model, self.tokenizer = load_weights(cfg, adapter)  # a server needs the weights, under nbgrader too
         self.model = model.merge_and_unload() if adapter is not None else model
         spec = get_model(cfg.model.name)
         stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in spec.stop_strings]

@@ -28,7 +28,7 @@ Every run writes into ``train.output_dir`` (the artifact contract graders and la
                     points also eval_loss, eval_rows and eval_s (see below)
 ``adapter/``        the LoRA adapter (PEFT format) and the tokenizer
 ``loss_curve.png``  the training loss and, where evaluated, the validation loss
-``env.json``        versions, device, engine, hardware
+``env.json``        versions, device, engine, hardware; ``launch``: the config file and overrides
 ``checkpoints/``    periodic checkpoints; ``resume=True`` continues from the last one
 ==================  =============================================================
 
@@ -52,7 +52,7 @@ from typing import Any, Callable
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data import ChatExample, load_chat_jsonl
 from llmcourse.lane import cpu_has_native_bf16, environment_report, library_version, resolve_device, unsloth_installed
-from llmcourse.models import get_model
+from llmcourse.models import get_model, guard_model_load
 
 LOG_FILE = "train_log.jsonl"
 # The validation curve: this many rows of data.eval_file, scored at about this many points of a run.
@@ -477,6 +477,7 @@ def unhashed_datasets():
 def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
           callbacks: list | None = None) -> TrainResult:
     """Fine-tune ``cfg.model`` with LoRA on ``cfg.data.train_file``; write the artifact contract."""
+    guard_model_load(f"训练 {cfg.model.name}")
     engine = choose_engine(cfg.train.engine)
     if engine == "unsloth":
         import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
@@ -493,8 +494,9 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     resolved.train.engine, resolved.model.device = engine, device
     resolved.train.torch_compile = compile_layers
     resolved.save(out / "config.yaml")
-    (out / "env.json").write_text(json.dumps(environment_report(device, engine), ensure_ascii=False, indent=2),
-                                  encoding="utf-8")
+    # "launch": the config file and overrides this run came from, so a grader can match run and submitted config.
+    env = environment_report(device, engine) | {"launch": cfg.origin}
+    (out / "env.json").write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
     model_path = resolve_model_path(cfg)
     loader = _load_unsloth if engine == "unsloth" else _load_trl

@@ -110,8 +110,10 @@ def vllm_dtype(cfg: CourseConfig, device: str) -> str:
 
 def engine_args(cfg: CourseConfig, adapter: bool = False, max_model_len: int | None = None) -> dict:
     """Keyword arguments of ``vllm.LLM`` (the same names as ``vllm serve``'s options) for ``cfg``."""
+    from llmcourse.models import guard_model_load
     from llmcourse.train import resolve_model_path
 
+    guard_model_load(f"启动 vLLM 引擎（{cfg.model.name}）")  # cells build vllm.LLM from these arguments
     device = resolve_device(cfg.model.device)
     args = {"model": resolve_model_path(cfg), "dtype": vllm_dtype(cfg, device),
             "max_model_len": max_model_len or cfg.infer.max_model_len or cfg.model.max_seq_length,
