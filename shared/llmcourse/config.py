@@ -229,6 +229,12 @@ class CourseConfig(_Section):
     # YAML; training records it in env.json ("launch") so a grader can tell which config file a run is of.
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        # Two configs are equal when their values are: where each was loaded from (_origin) does not count.
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # as pydantic's BaseModel: a mutable config is not hashable
+
     @property
     def origin(self) -> dict[str, Any]:
         """``{"config_file": ..., "overrides": {"train.max_steps": 8, ...}}`` (empty when built from a dict)."""
