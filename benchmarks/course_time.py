@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python benchmarks/course_time.py [--days day1,day2] [--keep DIR]
 
-Runs ``llmcourse.course.run_day`` for each day of ``llmcourse.course.DAYS`` in order (later days
+Runs ``llmcourse.notebooks.run.run_day`` for each day of ``llmcourse.notebooks.run.DAYS`` in order (later days
 read earlier days' runs) into one temporary folder, exactly as CI's notebook tests do, and prints
 seconds per notebook and in all. A day that fails is reported and the next one still runs. The
 last line is ``RESULT {json}`` for ``make bench`` (benchmarks/run_all.py).
@@ -22,7 +22,7 @@ GOAL_S = 15 * 60
 
 
 def main() -> None:
-    from llmcourse.course import CI_PARAMETERS, DAYS, run_day
+    from llmcourse.notebooks.run import CI_PARAMETERS, DAYS, run_day
     from papermill.exceptions import PapermillExecutionError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,7 @@ Usage:  .venv/bin/python benchmarks/generation_throughput.py [--prompts 16] [--m
 Generates the same prompts (Day 2 default cases) one at a time (batch 1, sequential) and in batches
 of 4 and 8, greedy, with our engine as it is by default, and prints output tokens/s and the speed-up
 over batch 1. Where the CPU has native bf16 the engine screens the LM head in bf16 for batches
-(``llmcourse.infer._screened_greedy_head``); the batches are then also run with the plain fp32 head,
+(``llmcourse.inference.engines._screened_greedy_head``); the batches are then also run with the plain fp32 head,
 side by side, to show what that is worth, and every run's greedy answers are compared with the
 sequential ones (they must be identical). The base stand-in usually runs to max tokens, so every
 batch size does the same work. Each configuration runs ``--rounds`` times, interleaved, and keeps
@@ -22,9 +22,9 @@ from pathlib import Path
 # Idle OpenMP threads sleep instead of spinning, so CPU time counts work (set before torch loads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from llmcourse.cases import load_cases
+from llmcourse.evaluation.cases import load_cases
 from llmcourse.config import load_config
-from llmcourse.infer import TransformersEngine
+from llmcourse.inference.engines import TransformersEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ Needs CUDA (it stops at once with a clear message otherwise), the ``gpu`` extra 
 local model folder; with those it needs no network (the hubs are switched to offline mode). Four
 phases, each in its own process so that each starts with empty GPU memory and has its own peak:
 
-  train-unsloth          ``llmcourse.train`` with ``train.engine=unsloth`` (our default engine)
+  train-unsloth          ``llmcourse.training.run`` with ``train.engine=unsloth`` (our default engine)
   train-trl              the same config with ``train.engine=trl`` (PEFT + TRL, no Unsloth)
   generate-vllm          vLLM ``LLM`` + ``LoRARequest`` (the adapter of train-unsloth, unmerged)
   generate-transformers  transformers ``generate``, batched, with the same adapter (PEFT)
@@ -59,7 +59,7 @@ def config(args, phase: str, workdir: Path):
 
 
 def prompts(count: int) -> list[list[dict]]:
-    from llmcourse.data import load_chat_jsonl
+    from llmcourse.data.jsonl import load_chat_jsonl
 
     held_out = [e.prompt_messages for e in load_chat_jsonl(ROOT / "day1" / "data" / "faq_test.jsonl")]
     return list(itertools.islice(itertools.cycle(held_out), count))
@@ -74,11 +74,11 @@ def vram(monitor) -> dict:
 
 def run_phase(args, phase: str, workdir: Path) -> dict:
     """One phase, in this process; returns its figures."""
-    from llmcourse.monitor import ResourceMonitor
+    from llmcourse.inference.monitor import ResourceMonitor
 
     cfg = config(args, phase, workdir)
     if phase.startswith("train-"):
-        from llmcourse.train import train
+        from llmcourse.training.run import train
         cfg.train.engine = phase.removeprefix("train-")
         with ResourceMonitor("cuda") as monitor:
             result = train(cfg)
@@ -94,10 +94,10 @@ def run_phase(args, phase: str, workdir: Path) -> dict:
     with ResourceMonitor("cuda") as monitor:
         started = time.perf_counter()
         if phase == "generate-vllm":
-            from llmcourse.infer import VLLMEngine
+            from llmcourse.inference.engines import VLLMEngine
             engine = VLLMEngine(cfg, adapter)
         else:
-            from llmcourse.infer import TransformersEngine
+            from llmcourse.inference.engines import TransformersEngine
             engine = TransformersEngine(cfg, adapter)
         load_s = time.perf_counter() - started
         engine.generate(batch[:2], batch_size=2)  # warm-up

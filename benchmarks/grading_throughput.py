@@ -9,13 +9,13 @@ Usage::
     .venv/bin/python benchmarks/grading_throughput.py --real                  # 20 real submissions per day
     .venv/bin/python benchmarks/grading_throughput.py --real --days day1 --count 1 --workers 1 --executed DIR
 
-Builds a scratch course from Day 1's notebooks 01 and 02 (graded cells only, see llmcourse.cohort),
+Builds a scratch course from Day 1's notebooks 01 and 02 (graded cells only, see llmcourse.grading.cohort),
 releases it, writes ``--count`` learners cycling through ``--kinds`` (by default every synthetic kind,
 so hanging learners cost their cell timeout), collects them from one zip each and autogrades them in
 one call.
 
 ``--real``: for each of ``--days`` a scratch course of the day's full source notebooks is released and
-``--count`` learners hand in real submissions (:func:`llmcourse.cohort.real_submission`: the learner
+``--count`` learners hand in real submissions (:func:`llmcourse.grading.cohort.real_submission`: the learner
 edition filled in with the sources' answers, beside the artifacts of a papermill run of the day with
 the CI parameters). That run is read from ``--executed DIR`` (``DIR/day1``, ``DIR/day2``, as
 ``benchmarks/course_time.py --keep DIR`` leaves them; ``make bench`` passes outputs/bench/course) and
@@ -64,7 +64,7 @@ def notebook_scores(course, assignment: str) -> dict[str, dict[str, list[float]]
 
 def executed_days(executed: Path | None, scratch: Path, days) -> Path:
     """A folder with ``<day>/`` as ``run_day`` leaves it for every day; days it lacks are run into ``scratch``."""
-    from llmcourse.course import CI_PARAMETERS, run_day
+    from llmcourse.notebooks.run import CI_PARAMETERS, run_day
 
     if executed is not None and all((executed / day / "runs").is_dir() for day in days):
         return executed
@@ -78,9 +78,9 @@ def executed_days(executed: Path | None, scratch: Path, days) -> Path:
 
 def grade_real_class(day: str, executed: Path, scratch: Path, count: int, workers: int, cell_timeout: int) -> dict:
     """Release ``day`` in a scratch course, collect ``count`` real submissions, autograde them: the numbers."""
-    from llmcourse.cohort import real_submission
-    from llmcourse.course import ROOT, SKIP
-    from llmcourse.grading import Course, Settings, autograde, collect, release
+    from llmcourse.grading.cohort import real_submission
+    from llmcourse.notebooks.run import ROOT, SKIP
+    from llmcourse.grading.workflow import Course, Settings, autograde, collect, release
 
     course = Course(scratch / f"course-{day}")
     shutil.copytree(ROOT / day, course.root / day, ignore=SKIP)
@@ -140,8 +140,8 @@ def main_real(args) -> None:
 
 
 def main() -> None:
-    from llmcourse.cohort import KINDS, build_course, make_cohort
-    from llmcourse.grading import Course, Settings, autograde, collect, export, release
+    from llmcourse.grading.cohort import KINDS, build_course, make_cohort
+    from llmcourse.grading.workflow import Course, Settings, autograde, collect, export, release
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, help="submissions (default: 50 synthetic, 20 real per day)")

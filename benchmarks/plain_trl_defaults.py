@@ -15,9 +15,10 @@ import time
 
 from datasets import Dataset
 from llmcourse.config import load_config
-from llmcourse.data import load_chat_jsonl
-from llmcourse.models import get_model
-from llmcourse.train import TokenCounter, resolve_model_path
+from llmcourse.data.jsonl import load_chat_jsonl
+from llmcourse.env.models import get_model
+from llmcourse.training.run import TokenCounter
+from llmcourse.env.loading import resolve_model_path
 from peft import LoraConfig
 from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer

@@ -8,7 +8,7 @@ Runs, each in its own process so that its peak RSS is its own:
   trl            our settings on plain PEFT + TRL (.venv-trl)
   unsloth        our default engine and settings (.venv)
   --levers adds  the default engine with one setting changed each (padding, precision, Unsloth's own
-                 LM head instead of llmcourse.lm_head, threads, batch 8 over the same rows,
+                 LM head instead of llmcourse.training.lm_head, threads, batch 8 over the same rows,
                  train.torch_compile=true: what runs of 200+ steps get by default), to show what each
                  default is worth
 
@@ -130,10 +130,10 @@ def bench_engine(name: str, engine: str, overrides: list[str], steps: int, rows:
 def compute_dtype(overrides: list[str]) -> str:
     """What our engine computes in with these overrides on this machine."""
     from llmcourse.config import load_config
-    from llmcourse.train import _training_dtype
+    from llmcourse.env.loading import training_dtype
 
     cfg = load_config(CONFIG, **dict(o.split("=", 1) for o in overrides if o.startswith("model.")))
-    dtype = str(_training_dtype(cfg, "cpu")).removeprefix("torch.")
+    dtype = str(training_dtype(cfg, "cpu")).removeprefix("torch.")
     return "bf16" if dtype == "bfloat16" else dtype
 
 
@@ -188,9 +188,9 @@ def show(value, form: str) -> str:
 
 def main() -> None:
     from llmcourse.config import load_config
-    from llmcourse.lane import cpu_has_native_bf16
-    from llmcourse.models import get_model
-    from llmcourse.train import COMPILE_MIN_STEPS
+    from llmcourse.env.lane import cpu_has_native_bf16
+    from llmcourse.env.models import get_model
+    from llmcourse.training.run import COMPILE_MIN_STEPS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)

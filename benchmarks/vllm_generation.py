@@ -3,7 +3,7 @@
 Usage:  .venv/bin/python benchmarks/vllm_generation.py [--adapter RUN/adapter] [--prompts 45] [--max-tokens 48]
 
 Both engines answer the same Day 1 held-out questions (one per fact, greedy) through
-``llmcourse.infer``: transformers in this process (the course's ``TransformersEngine``), vLLM in a
+``llmcourse.inference.engines``: transformers in this process (the course's ``TransformersEngine``), vLLM in a
 worker process of ``.venv-vllm`` (``VLLMWorkerEngine``; on a GPU the same code runs in-process).
 Three model set-ups: the base model, the Day 1 adapter merged into the weights (``merge_and_unload``,
 one folder vLLM loads like any model) and the adapter unmerged (``LoRARequest``). Without
@@ -36,8 +36,8 @@ def train_adapter(out: Path) -> Path:
 
 def merge(cfg, adapter: Path, out: Path) -> Path:
     """The adapter merged into a copy of the base weights, with the base folder's tokenizer files."""
-    from llmcourse.infer import load_weights
-    from llmcourse.train import resolve_model_path
+    from llmcourse.inference.engines import load_weights
+    from llmcourse.env.loading import resolve_model_path
 
     model, _ = load_weights(cfg, adapter)
     model.merge_and_unload().save_pretrained(out)
@@ -48,10 +48,10 @@ def merge(cfg, adapter: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    from llmcourse.benchmark import compare_answers, compare_engines
+    from llmcourse.evaluation.benchmark import compare_answers, compare_engines
     from llmcourse.config import load_config
-    from llmcourse.data import load_chat_jsonl
-    from llmcourse.infer import TransformersEngine, VLLMWorkerEngine
+    from llmcourse.data.jsonl import load_chat_jsonl
+    from llmcourse.inference.engines import TransformersEngine, VLLMWorkerEngine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", help="a Day 1 adapter folder (default: train 30 steps first)")

@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmcourse.cases import load_cases
+from llmcourse.evaluation.cases import load_cases
 from llmcourse.config import ConfigError, load_config_with_cli_overrides
-from llmcourse.data import DataError
-from llmcourse.infer import load_engine
+from llmcourse.data.jsonl import DataError
+from llmcourse.inference.engines import load_engine
 
 HERE = Path(__file__).resolve().parent
 SYSTEM = "你是云杉智能家居的客服助手，请用简洁准确的中文回答。"

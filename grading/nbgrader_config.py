@@ -25,8 +25,8 @@ c.CourseDirectory.db_url = f"sqlite:///{os.path.join(GRADING, 'gradebook.db')}"
 c.CourseDirectory.course_id = "llmcourse"
 # Learners' own runs and executed copies never go into a release (Day 3: data/built, train/run,
 # deploy/loadtest, report.md). `llmcourse grade autograde` narrows this list so that the learner's
-# artifacts do reach the autograded copy (see llmcourse.grading.AUTOGRADE_IGNORE).
-from llmcourse.course import JUNK, LEARNER_ARTIFACTS  # noqa: E402  (the one list, shared with `make run`)
+# artifacts do reach the autograded copy (see llmcourse.grading.workflow.AUTOGRADE_IGNORE).
+from llmcourse.notebooks.run import JUNK, LEARNER_ARTIFACTS  # noqa: E402  (the one list, shared with `make run`)
 
 c.CourseDirectory.ignore = JUNK + LEARNER_ARTIFACTS
 
@@ -34,7 +34,7 @@ c.CourseDirectory.ignore = JUNK + LEARNER_ARTIFACTS
 # region (variable names, triple quotes, dict keys, list shapes, with empty values), and the region itself
 # becomes one pointer line instead of nbgrader's `raise NotImplementedError()`. An untouched skeleton runs
 # and fails the graded checks with a message saying what to fill in (tests/test_learner_edition.py).
-from llmcourse.learner_edition import CODE_STUB, TEXT_STUB  # noqa: E402
+from llmcourse.grading.learner_edition import CODE_STUB, TEXT_STUB  # noqa: E402
 
 c.ClearSolutions.code_stub = {"python": CODE_STUB}
 c.ClearSolutions.text_stub = TEXT_STUB
@@ -43,7 +43,7 @@ c.ClearSolutions.text_stub = TEXT_STUB
 c.Autograde.exclude_overwriting = {"day1": ["my_lora_sft.yaml"]}
 # Hidden tests never reach feedback: ClearHiddenTests clears their source, HideHiddenTestTracebacks
 # their source lines quoted in a failing cell's traceback.
-from llmcourse.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
+from llmcourse.grading.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
@@ -61,5 +61,5 @@ c.ExecutePreprocessor.timeout = 600
 # limit, execution report); `llmcourse grade autograde` sets its limits per run.
 c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-# A deleted or de-marked test cell is put back and graded (llmcourse.integrity flags the tampering).
+# A deleted or de-marked test cell is put back and graded (llmcourse.grading.integrity flags the tampering).
 c.OverwriteCells.add_missing_cells = True

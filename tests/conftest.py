@@ -59,7 +59,7 @@ def executed_course(tmp_path_factory):
 
     ``LLMCOURSE_EXECUTED_COURSE=DIR`` reuses a folder an earlier run left (to rerun one test locally;
     the tests that read the seconds per notebook then see none)."""
-    from llmcourse.course import CI_PARAMETERS, run_day
+    from llmcourse.notebooks.run import CI_PARAMETERS, run_day
     if os.environ.get("LLMCOURSE_EXECUTED_COURSE"):
         return Path(os.environ["LLMCOURSE_EXECUTED_COURSE"]), {}
     out = tmp_path_factory.mktemp("course")

@@ -1,4 +1,4 @@
-"""A stand-in grading worker for tests of llmcourse.grading.run_pool (spawned, so it lives in a module).
+"""A stand-in grading worker for tests of llmcourse.grading.workflow.run_pool (spawned, so it lives in a module).
 
 Items: "hang…" sleeps for ever, "crash…" exits, anything else comes back upper-cased.
 """

@@ -64,7 +64,7 @@ def api_server():
     """``llmcourse serve`` with ``serve.engine: transformers`` (our FastAPI app, the fallback where no Python
     has vLLM) on the stand-in base model. vLLM's server runs the same suite in tests/test_vllm.py."""
     from llmcourse.config import load_config
-    from llmcourse.serve import start_server
+    from llmcourse.serving.server import start_server
 
     cfg = load_config(CPU_CONFIG, **{"serve.use_adapter": False, "serve.engine": "transformers"})
     server = start_server(cfg)

@@ -9,7 +9,7 @@ QUESTIONS = ["退货期多久？", "你们的客服电话是多少？请详细�
 
 @pytest.fixture(scope="module")
 def chat_model():
-    from llmcourse.serve import ChatModel
+    from llmcourse.serving.server import ChatModel
     return ChatModel(load_config(CPU_CONFIG), adapter=None)
 
 

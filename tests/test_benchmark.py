@@ -2,18 +2,18 @@
 import pandas as pd
 import pytest
 
-from llmcourse.benchmark import COLUMNS, compare_batch_sizes, plot_benchmark, run_benchmark, summary_table
-from llmcourse.cases import load_cases
-from llmcourse.checks import CheckFailed, check_benchmark
+from llmcourse.evaluation.benchmark import COLUMNS, compare_batch_sizes, plot_benchmark, run_benchmark, summary_table
+from llmcourse.evaluation.cases import load_cases
+from llmcourse.grading.checks import CheckFailed, check_benchmark
 from llmcourse.config import load_config
-from llmcourse.infer import TransformersEngine
+from llmcourse.inference.engines import TransformersEngine
 from conftest import CPU_CONFIG, ROOT
 
 
 @pytest.fixture(scope="module")
 def small_benchmark(tmp_path_factory):
     """A 2-step adapter: enough to check the table's schema and consistency, not its quality."""
-    from llmcourse.train import train
+    from llmcourse.training.run import train
     run = tmp_path_factory.mktemp("run")
     cfg = load_config(CPU_CONFIG, **{"train.max_steps": 2, "data.max_samples": 8, "train.output_dir": str(run),
                                      "infer.max_tokens": 8})
@@ -58,8 +58,8 @@ def test_batch_size_comparison_reports_speedup():
 
 
 def test_compare_answers_finds_the_first_differing_token():
-    from llmcourse.benchmark import compare_answers
-    from llmcourse.infer import Generation
+    from llmcourse.evaluation.benchmark import compare_answers
+    from llmcourse.inference.engines import Generation
 
     def gen(ids):
         return Generation(text=str(ids), prompt_tokens=3, output_tokens=len(ids), latency_s=1.0, ttft_s=0.1,
@@ -72,9 +72,9 @@ def test_compare_answers_finds_the_first_differing_token():
 
 
 def test_compare_engines_measures_each_engine_and_batch_size():
-    from llmcourse.benchmark import compare_engines, engine_findings
+    from llmcourse.evaluation.benchmark import compare_engines, engine_findings
     from llmcourse.config import build_config
-    from llmcourse.infer import Generation
+    from llmcourse.inference.engines import Generation
 
     class Fake:
         def __init__(self, per_token):

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from llmcourse.cases import load_cases, save_cases
-from llmcourse.data import DataError
+from llmcourse.evaluation.cases import load_cases, save_cases
+from llmcourse.data.jsonl import DataError
 from conftest import ROOT
 
 DEFAULT = ROOT / "day2" / "data" / "default_cases.jsonl"

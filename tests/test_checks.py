@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llmcourse import checks
-from llmcourse.checks import CheckFailed
+from llmcourse.grading import checks
+from llmcourse.grading.checks import CheckFailed
 from llmcourse.config import load_config
 from conftest import CPU_CONFIG
 
@@ -159,7 +159,7 @@ def test_the_notebook_shows_the_exercise_table_and_states_no_numbers_of_its_own(
 
 
 def test_a_run_counts_only_for_the_config_it_was_trained_with(tmp_path, monkeypatch):
-    from llmcourse.cohort import write_run
+    from llmcourse.grading.cohort import write_run
 
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "my_lora_sft.yaml"

@@ -1,9 +1,9 @@
-"""The synthetic cohort's building blocks (llmcourse.cohort)."""
+"""The synthetic cohort's building blocks (llmcourse.grading.cohort)."""
 import nbformat
 import pytest
 from conftest import ROOT
-from llmcourse.checks import CheckFailed, check_adapter, check_train_log
-from llmcourse.cohort import build_course, solution, trimmed, write_run
+from llmcourse.grading.checks import CheckFailed, check_adapter, check_train_log
+from llmcourse.grading.cohort import build_course, solution, trimmed, write_run
 
 
 def test_trimmed_keeps_markdown_graded_cells_and_parameters_only():

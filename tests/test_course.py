@@ -1,4 +1,4 @@
-from llmcourse.course import CI_PARAMETERS, CPU_PARAMETERS, ROOT, SKIP, copy_day
+from llmcourse.notebooks.run import CI_PARAMETERS, CPU_PARAMETERS, ROOT, SKIP, copy_day
 
 
 def test_copy_day_copies_sources_and_leaves_learner_runs_behind(tmp_path):

@@ -10,8 +10,8 @@ from conftest import ROOT, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llmcourse.config import ConfigError, build_config, load_config
-from llmcourse.data import DataError, load_chat_jsonl
-from llmcourse.databuild import (
+from llmcourse.data.jsonl import DataError, load_chat_jsonl
+from llmcourse.data.build import (
     Example,
     _check_leakage,
     _Rejections,
@@ -20,9 +20,9 @@ from llmcourse.databuild import (
     clean_text,
     question_similarity,
 )
-from llmcourse.datareport import load_rejected, render_markdown, show_report
-from llmcourse.pii import find_pii
-from llmcourse.rawdata import RawRecord, read_source
+from llmcourse.data.report import load_rejected, render_markdown, show_report
+from llmcourse.data.pii import find_pii
+from llmcourse.data.raw import RawRecord, read_source
 
 MALFORMED_RAW = Path(__file__).parent / "data" / "malformed_raw"
 DAY3 = ROOT / "day3"
@@ -389,7 +389,7 @@ def test_garbage_rows_end_in_rejected_rows_never_a_crash(lines):
 
 
 def test_under_nbgrader_the_learners_build_is_reused_and_nothing_is_built_for_them(built, tmp_path, monkeypatch):
-    from llmcourse.databuild import build_or_reuse
+    from llmcourse.data.build import build_or_reuse
 
     report, out, _, _ = built["faq"]
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")

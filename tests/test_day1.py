@@ -26,7 +26,7 @@ def test_papermill_runs_every_day1_notebook(executed_course):
 
 
 def test_no_code_notebook_leaves_the_evidence(executed_course):
-    from llmcourse.checks import check_no_code_submission
+    from llmcourse.grading.checks import check_no_code_submission
     folder = executed_course[0] / "day1"
     status = check_no_code_submission(folder / "no_code_submission")
     assert status["steps"] == 5

@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 import pytest
-from llmcourse.benchmark import COLUMNS
+from llmcourse.evaluation.benchmark import COLUMNS
 
 pytestmark = pytest.mark.slow
 NOTEBOOKS = ("01_inference.ipynb", "02_acceleration.ipynb", "03_benchmark.ipynb", "04_troubleshooting.ipynb",
@@ -27,7 +27,7 @@ def test_papermill_runs_every_day2_notebook_and_writes_the_benchmark(executed_co
 
 def test_the_no_code_track_writes_the_code_tracks_artifacts_in_its_own_folders(executed_course):
     """05_no_code, its form filled in by papermill: the code track's files, passing the code track's checks."""
-    from llmcourse.checks import check_benchmark, check_cases, check_human_scores
+    from llmcourse.grading.checks import check_benchmark, check_cases, check_human_scores
     out, seconds = executed_course
     folder = out / "day2"
     bench = folder / "runs" / "no_code_benchmark"

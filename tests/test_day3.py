@@ -84,7 +84,7 @@ def test_release_strips_solutions_and_keeps_grade_ids(tmp_path):
 def test_the_api_answers_like_the_evaluated_adapter(project):
     """The server merges the adapter into the weights; greedy answers must match the unmerged PEFT model."""
     from llmcourse.config import load_config
-    from llmcourse.infer import TransformersEngine
+    from llmcourse.inference.engines import TransformersEngine
 
     turn = json.loads((project / "deploy" / "conversation.json").read_text())["turns"][0]
     cfg = load_config(project / "config.yaml", **{"infer.max_tokens": turn["completion_tokens"]})
@@ -105,7 +105,7 @@ def _section(text: str, name: str) -> str:
 
 
 def test_readme_sections_carry_the_faq_runs_values(project):
-    from llmcourse.rubric import deployment_evidence
+    from llmcourse.grading.rubric import deployment_evidence
 
     readme = (project / "README.md").read_text()
     env = json.loads((project / "train" / "run" / "env.json").read_text())
@@ -125,7 +125,7 @@ def test_readme_sections_carry_the_faq_runs_values(project):
 def scenario(request, tmp_path_factory):
     """One scenario's four notebooks, papermill, CI sizes; (name, project folder, its config, seconds)."""
     from llmcourse.config import load_config
-    from llmcourse.course import run_day
+    from llmcourse.notebooks.run import run_day
 
     name, sizes = request.param, SCENARIOS[request.param]
     config = sizes["config"]
@@ -145,7 +145,7 @@ def scenario(request, tmp_path_factory):
 
 
 def test_scenario_builds_leakage_free_splits(scenario):
-    from llmcourse.data import load_chat_jsonl
+    from llmcourse.data.jsonl import load_chat_jsonl
 
     name, project, cfg, seconds = scenario
     assert set(seconds) == set(NOTEBOOKS)
@@ -193,8 +193,8 @@ def test_scenario_conversation_went_through_the_api_with_its_model_name(scenario
 
 
 def test_scenario_report_and_readme_carry_its_numbers(scenario):
-    from llmcourse.project import _cell
-    from llmcourse.rubric import deployment_evidence
+    from llmcourse.evaluation.project import _cell
+    from llmcourse.grading.rubric import deployment_evidence
 
     name, project, cfg, _ = scenario
     run = project / cfg.train.output_dir

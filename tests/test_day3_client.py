@@ -24,7 +24,7 @@ def serve_in_process(module, monkeypatch, config):
     """Point the script's OpenAI client at our FastAPI app (EchoModel) serving ``config``."""
     import openai
     from llmcourse.config import load_config
-    from llmcourse.serve import create_app
+    from llmcourse.serving.server import create_app
 
     app = TestClient(create_app(load_config(config), KEY, EchoModel()), base_url="http://testserver")
     monkeypatch.setattr(module, "OpenAI", lambda **kwargs: openai.OpenAI(**kwargs, http_client=app))

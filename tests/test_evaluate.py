@@ -1,5 +1,5 @@
-from llmcourse.data import load_chat_jsonl
-from llmcourse.evaluate import score
+from llmcourse.data.jsonl import load_chat_jsonl
+from llmcourse.evaluation.ask import score
 from conftest import TEST_FILE
 
 

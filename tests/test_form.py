@@ -2,14 +2,14 @@ import json
 
 import pytest
 from conftest import ROOT, grade_ids
-from llmcourse.checks import (
+from llmcourse.grading.checks import (
     CheckFailed,
     check_no_code_submission,
     check_no_code_summary,
     count_chars,
 )
-from llmcourse.data import DataError
-from llmcourse.form import TrainingForm, save_summary
+from llmcourse.data.jsonl import DataError
+from llmcourse.notebooks.form_day1 import TrainingForm, save_summary
 
 SUMMARY = ("我理解的微调流程从数据开始：先明确目标，收集并清洗业务问答，整理成对话格式的训练集，留出测试集。" * 3
            + "然后用 LoRA 训练，看 loss 是否下降；再把适配器和基座模型一起部署成接口；最后用测试问题比较基座和微调模型。" * 2)

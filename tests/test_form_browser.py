@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 from conftest import CHROMIUM_FLAGS, ROOT, jupyter_lab
-from llmcourse.checks import check_no_code_submission
-from llmcourse.course import copy_day
+from llmcourse.grading.checks import check_no_code_submission
+from llmcourse.notebooks.run import copy_day
 
 pytestmark = pytest.mark.slow
 SCREENSHOT = ROOT / "outputs" / "screenshots" / "no_code_form.png"

@@ -1,17 +1,17 @@
-"""Day 2's no-code form (llmcourse.form_day2) without a model: a stand-in engine answers, the code
+"""Day 2's no-code form (llmcourse.notebooks.form_day2) without a model: a stand-in engine answers, the code
 track's benchmark code writes the artifacts, and the code track's checks grade them."""
 import json
 
 import pytest
 from conftest import ROOT
-from llmcourse.checks import (
+from llmcourse.grading.checks import (
     CheckFailed,
     check_benchmark,
     check_cases,
     check_human_scores,
 )
-from llmcourse.cohort import write_run
-from llmcourse.form_day2 import EXAMPLE_CASES, EvaluationForm, split_facts
+from llmcourse.grading.cohort import write_run
+from llmcourse.notebooks.form_day2 import EXAMPLE_CASES, EvaluationForm, split_facts
 
 
 class FakeEngine:
@@ -21,7 +21,7 @@ class FakeEngine:
         self.tuned = tuned
 
     def generate(self, prompts, batch_size=None, progress=False):
-        from llmcourse.infer import Generation
+        from llmcourse.inference.engines import Generation
         facts = {q: f[0] for q, f in EXAMPLE_CASES}
         texts = [facts.get(p[-1]["content"], "不知道") if self.tuned else p[-1]["content"] for p in prompts]
         return [Generation(text, 20, len(text), 0.5 + i / 10, 0.1, len(text) / 0.5) for i, text in enumerate(texts)]
@@ -29,7 +29,7 @@ class FakeEngine:
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    from llmcourse import benchmark
+    from llmcourse.evaluation import benchmark
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "default_cases.jsonl").write_bytes((ROOT / "day2" / "data" / "default_cases.jsonl").read_bytes())
@@ -104,7 +104,7 @@ def test_under_nbgrader_the_saved_benchmark_is_reused(folder, monkeypatch):
     evaluation.show_results()
     stamps = {p: p.stat().st_mtime_ns for p in evaluation.out.iterdir()}
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
-    from llmcourse import benchmark
+    from llmcourse.evaluation import benchmark
     monkeypatch.setattr(benchmark, "load_engine", lambda *a, **k: pytest.fail("generated again under nbgrader"))
     (folder / "day1run" / "config.yaml").unlink()  # the Day 1 run need not be there when grading Day 2
     again = form()

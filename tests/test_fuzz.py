@@ -15,7 +15,7 @@ from conftest import CPU_CONFIG
 from llmcourse import cli
 
 from llmcourse.config import ConfigError, build_config
-from llmcourse.data import DataError, load_chat_jsonl
+from llmcourse.data.jsonl import DataError, load_chat_jsonl
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse import train as training
+from llmcourse.training import run as training
 from llmcourse.config import load_config
 from conftest import CPU_CONFIG, GPU_CONFIG
 
@@ -30,7 +30,7 @@ def test_qwen3_config_uses_bf16_and_checkpointing():
 
 def test_vllm_serves_the_adapter_unmerged(tmp_path):
     pytest.importorskip("vllm")
-    from llmcourse.infer import VLLMEngine, load_engine
+    from llmcourse.inference.engines import VLLMEngine, load_engine
     cfg = load_config(CPU_CONFIG, **{"model.device": "cuda", "train.max_steps": 2, "data.max_samples": 8,
                                      "train.output_dir": str(tmp_path), "infer.max_tokens": 16})
     training.train(cfg)
@@ -42,7 +42,7 @@ def test_vllm_serves_the_adapter_unmerged(tmp_path):
 
 def test_monitor_reads_nvml_and_torch_on_cuda():
     import torch
-    from llmcourse.monitor import ResourceMonitor
+    from llmcourse.inference.monitor import ResourceMonitor
     with ResourceMonitor("cuda") as monitor:
         block = torch.ones(256, 2**20, device="cuda")  # 1 GiB
         del block

@@ -4,10 +4,10 @@ import json
 
 import pytest
 from conftest import CPU_CONFIG, ROOT
-from llmcourse import gpu_memory
-from llmcourse.gpu_memory import estimate_training_memory
-from llmcourse.models import ALL_LINEAR, get_model
-from llmcourse.prepare import prepared_dir
+from llmcourse.training import gpu_memory
+from llmcourse.training.gpu_memory import estimate_training_memory
+from llmcourse.env.models import ALL_LINEAR, get_model
+from llmcourse.env.prepare import prepared_dir
 
 
 # Sizes the Hugging Face hub shows for the safetensors of each model ("Model size").
@@ -69,7 +69,7 @@ def test_smallest_gpu_and_the_table_come_from_the_estimate():
 
 
 def test_setup_guide_shows_the_generated_table():
-    """docs/setup.md carries `python -m llmcourse.gpu_memory`'s output, not numbers typed by hand."""
+    """docs/setup.md carries `python -m llmcourse.training.gpu_memory`'s output, not numbers typed by hand."""
     assert gpu_memory.markdown_table() in (ROOT / "docs" / "setup.md").read_text(encoding="utf-8")
 
 
@@ -91,14 +91,14 @@ def test_gpu_config_and_setup_guide_state_the_estimate_for_the_config_s_own_sett
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     from llmcourse.config import load_config
-    from llmcourse.pitfalls import Lab
+    from llmcourse.notebooks.pitfalls import Lab
     return Lab(load_config(CPU_CONFIG, **{"model.device": "cpu"}), tmp_path_factory.mktemp("memory"),
                **{"data.max_samples": 8})
 
 
 @pytest.mark.slow
 def test_lora_count_matches_the_real_stand_in(lab):
-    from llmcourse.lora_math import lora_parameter_count, target_linear_shapes
+    from llmcourse.training.lora_math import lora_parameter_count, target_linear_shapes
     model, _ = lab._load()
     assert get_model("gemma3-270m").shape.lora_parameter_count(16) == \
         lora_parameter_count(target_linear_shapes(model, ALL_LINEAR), 16)

@@ -1,4 +1,4 @@
-"""Instructor workflow: release, collect, autograde a synthetic cohort, feedback, export (llmcourse.grading)."""
+"""Instructor workflow: release, collect, autograde a synthetic cohort, feedback, export (llmcourse.grading.workflow)."""
 import csv
 import hashlib
 import json
@@ -8,8 +8,8 @@ import zipfile
 import nbformat
 import pytest
 from conftest import ROOT, grade_ids, run_cli
-from llmcourse.cohort import KINDS, build_course, make_cohort
-from llmcourse.grading import (
+from llmcourse.grading.cohort import KINDS, build_course, make_cohort
+from llmcourse.grading.workflow import (
     Course,
     GradingError,
     Settings,
@@ -164,7 +164,7 @@ def test_synthetic_cohort_gets_the_expected_scores_and_flags(graded_cohort):
 
 @pytest.mark.slow
 def test_feedback_keeps_hidden_tests_out(graded_cohort, monkeypatch):
-    from llmcourse import grading
+    from llmcourse.grading import workflow as grading
 
     course, learners, _ = graded_cohort
     pages = feedback(course, "day1")
@@ -234,8 +234,8 @@ def test_learner_notebooks_start_from_the_release(graded_cohort):
 def test_day3_is_scored_on_the_rubric_and_the_manual_summary_is_merged(tmp_path):
     import shutil
 
-    from llmcourse.cohort import trimmed, write_day3_project
-    from llmcourse.grading import export as grading_export
+    from llmcourse.grading.cohort import trimmed, write_day3_project
+    from llmcourse.grading.workflow import export as grading_export
     from nbgrader.api import Gradebook
 
     root = tmp_path / "course"
@@ -272,8 +272,8 @@ def test_export_scores_day1_and_day2_on_the_better_track(tmp_path):
     """Code only, no-code only and both reach 100 %; only the better track counts (grading/rubric.yaml)."""
     import shutil
 
-    from llmcourse.cohort import write_gradebook
-    from llmcourse.grading import export as grading_export
+    from llmcourse.grading.cohort import write_gradebook
+    from llmcourse.grading.workflow import export as grading_export
 
     for day in ("day1", "day2"):
         (tmp_path / day).mkdir()

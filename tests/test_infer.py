@@ -1,8 +1,8 @@
 import pytest
 
 from llmcourse.config import load_config
-from llmcourse.data import load_chat_jsonl
-from llmcourse.infer import Generation, TransformersEngine, available_engines, load_engine
+from llmcourse.data.jsonl import load_chat_jsonl
+from llmcourse.inference.engines import Generation, TransformersEngine, available_engines, load_engine
 from conftest import CPU_CONFIG, TEST_FILE
 
 
@@ -30,8 +30,8 @@ def test_batched_and_single_greedy_answers_agree(engine):
 
 
 def test_auto_starts_no_vllm_worker_and_missing_vllm_says_what_to_do(monkeypatch):
-    import llmcourse.vllm_lane as vllm_lane
-    from llmcourse.infer import default_engines
+    import llmcourse.env.vllm_lane as vllm_lane
+    from llmcourse.inference.engines import default_engines
 
     if not vllm_lane.importable_here():
         assert default_engines() == ["transformers"]  # auto: no vLLM worker start behind the learner's back
@@ -70,10 +70,10 @@ def test_screened_head_keeps_the_fp32_greedy_choice(engine):
 
 def test_every_load_raises_where_model_loads_are_forbidden(monkeypatch):
     """LLMCOURSE_NO_MODEL_LOADS (set by the real-submission grading test): loads and engine starts raise."""
-    from llmcourse.infer import VLLMWorkerEngine, load_weights
-    from llmcourse.models import NO_MODEL_LOADS, ModelLoadForbidden
-    from llmcourse.train import train
-    from llmcourse.vllm_lane import engine_args
+    from llmcourse.inference.engines import VLLMWorkerEngine, load_weights
+    from llmcourse.env.models import NO_MODEL_LOADS, ModelLoadForbidden
+    from llmcourse.training.run import train
+    from llmcourse.env.vllm_lane import engine_args
 
     cfg = load_config(CPU_CONFIG)
     monkeypatch.setenv(NO_MODEL_LOADS, "1")

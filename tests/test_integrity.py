@@ -1,10 +1,10 @@
-"""Integrity flags: tampered notebooks, execution reports, fabricated training logs (llmcourse.integrity)."""
+"""Integrity flags: tampered notebooks, execution reports, fabricated training logs (llmcourse.grading.integrity)."""
 import json
 
 import nbformat
 import pytest
-from llmcourse.cohort import write_run
-from llmcourse.integrity import (
+from llmcourse.grading.cohort import write_run
+from llmcourse.grading.integrity import (
     MISSING_NOTICE,
     execution_flags,
     inspect_submission,
@@ -223,10 +223,10 @@ def test_inspect_submission_collects_every_source(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_training_run_is_not_flagged(tmp_path):
-    """No false alarm on what llmcourse.train really writes (3 steps on 8 examples)."""
+    """No false alarm on what llmcourse.training.run really writes (3 steps on 8 examples)."""
     from conftest import CPU_CONFIG
     from llmcourse.config import load_config
-    from llmcourse.train import train
+    from llmcourse.training.run import train
 
     cfg = load_config(CPU_CONFIG, **{"train.max_steps": 3, "data.max_samples": 8,
                                      "train.output_dir": str(tmp_path / "run")})

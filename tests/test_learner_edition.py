@@ -8,10 +8,10 @@ import shutil
 import nbformat
 import pytest
 from conftest import ROOT, grade_ids, validate
-from llmcourse.cohort import learner_notebook
-from llmcourse.course import DAYS
-from llmcourse.grading import Course
-from llmcourse.learner_edition import CODE_STUB, audit, build
+from llmcourse.grading.cohort import learner_notebook
+from llmcourse.notebooks.run import DAYS
+from llmcourse.grading.workflow import Course
+from llmcourse.grading.learner_edition import CODE_STUB, audit, build
 
 pytestmark = pytest.mark.slow
 # What the training, generation and evaluation cells compute (plots and the learner's own sheets may be redrawn).
@@ -21,7 +21,7 @@ COMPUTED = {"train_log.jsonl", "adapter_model.safetensors", "generations.jsonl",
 
 def scratch_course(root):
     """The day folders and the held-out sets, as in a fresh clone (no learner artifacts)."""
-    from llmcourse.course import SKIP
+    from llmcourse.notebooks.run import SKIP
     for day in DAYS:
         shutil.copytree(ROOT / day, root / day, ignore=SKIP)
     shutil.copytree(ROOT / "grading" / "heldout", root / "grading" / "heldout")
@@ -139,10 +139,10 @@ def test_a_real_submission_autogrades_without_loading_a_model(executed_course, t
     """The filled-in learner edition beside the artifacts of the learner's own run, autograded with model loads
     forbidden (``LLMCOURSE_NO_MODEL_LOADS``: loading weights, training or starting an engine raises): every
     automatic point, and no cell raised; a demo cell that loads a model under nbgrader fails this test."""
-    from llmcourse.cohort import real_submission
-    from llmcourse.course import SKIP
-    from llmcourse.grading import Settings, autograde, collect, release
-    from llmcourse.models import NO_MODEL_LOADS
+    from llmcourse.grading.cohort import real_submission
+    from llmcourse.notebooks.run import SKIP
+    from llmcourse.grading.workflow import Settings, autograde, collect, release
+    from llmcourse.env.models import NO_MODEL_LOADS
     from nbgrader.api import Gradebook
 
     monkeypatch.setenv(NO_MODEL_LOADS, "1")  # inherited by the grading worker and its kernels

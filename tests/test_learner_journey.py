@@ -9,12 +9,12 @@ import shutil
 
 import pytest
 from conftest import CHROMIUM_FLAGS, ROOT, jupyter_lab
-from llmcourse.grading import Course, Settings, autograde, collect, export, release
+from llmcourse.grading.workflow import Course, Settings, autograde, collect, export, release
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = "02_lora_training.ipynb"
 # What the learner types: the skeleton's five blanks filled in (30 steps: the exercise's minimum).
-CONFIG_ANSWER = '''from llmcourse.notebook import save_text
+CONFIG_ANSWER = '''from llmcourse.notebooks.display import save_text
 
 config_text = """model: {name: gemma3-270m}
 data: {train_file: data/faq_train.jsonl, eval_file: data/faq_test.jsonl}
@@ -32,7 +32,7 @@ STATEMENT_ANSWER = '''statement = """
 @pytest.fixture(scope="module")
 def handed_in(tmp_path_factory):
     """A scratch course, its Day 1 release, and two learners' folders: one typed in the browser, one untouched."""
-    from llmcourse.course import SKIP
+    from llmcourse.notebooks.run import SKIP
     from playwright.sync_api import sync_playwright
 
     scratch = tmp_path_factory.mktemp("journey")

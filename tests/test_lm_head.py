@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llmcourse import lm_head
+from llmcourse.training import lm_head
 
 VOCAB, WIDTH, ROWS = 3000, 32, 50
 

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from llmcourse import loadtest
+from llmcourse.serving import loadtest
 
 SAMPLE = Path(__file__).parent / "data" / "aiperf_export_sample.json"
 

@@ -1,7 +1,7 @@
 import torch
 from peft import LoraConfig, get_peft_model
 
-from llmcourse.lora_math import lora_parameter_table
+from llmcourse.training.lora_math import lora_parameter_table
 
 
 class Tiny(torch.nn.Module):
@@ -25,8 +25,8 @@ def test_counts_match_what_peft_trains():
 
 
 def test_adapter_size_is_four_bytes_a_parameter_on_the_real_shapes():
-    from llmcourse.lora_math import adapter_sizes
-    from llmcourse.models import get_model
+    from llmcourse.training.lora_math import adapter_sizes
+    from llmcourse.env.models import get_model
     table = lora_parameter_table(Tiny(), ["q_proj", "v_proj"], ranks=[2])
     assert table[0]["adapter_mb"] == round(table[0]["lora_params"] * 4 / 1e6, 1)
     small, big = adapter_sizes(["gemma3-270m", "qwen3-4b-instruct-2507"], r=16)
@@ -39,7 +39,7 @@ def test_adapter_size_is_four_bytes_a_parameter_on_the_real_shapes():
 def test_day1_prose_states_the_computed_adapter_sizes():
     import nbformat
     from conftest import ROOT
-    from llmcourse.lora_math import adapter_sizes
+    from llmcourse.training.lora_math import adapter_sizes
     cells = nbformat.read(ROOT / "day1" / "02_lora_training.ipynb", as_version=4).cells
     text = next(c.source for c in cells if c.get("id") == "3c9d1a03")
     for row in adapter_sizes(["gemma3-270m", "qwen3-4b-instruct-2507"], r=16):
@@ -49,8 +49,8 @@ def test_day1_prose_states_the_computed_adapter_sizes():
 def test_the_outline_counts_what_the_loaded_model_counts(monkeypatch):
     """Under nbgrader Day 1's demo cells count on the model's outline (no weights): the same numbers."""
     from llmcourse.config import build_config
-    from llmcourse.infer import load_model, load_weights
-    from llmcourse.models import ModelOutline, get_model
+    from llmcourse.inference.engines import load_model, load_weights
+    from llmcourse.env.models import ModelOutline, get_model
 
     cfg = build_config({"model": {"name": "gemma3-270m", "device": "cpu"}})
     targets = list(get_model("gemma3-270m").target_modules)

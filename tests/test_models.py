@@ -1,6 +1,6 @@
 import pytest
 
-from llmcourse.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, MODEL_NAMES, REGISTRY, STAND_INS, get_model
+from llmcourse.env.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, MODEL_NAMES, REGISTRY, STAND_INS, get_model
 
 
 def test_registry_has_the_course_models():

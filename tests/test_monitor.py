@@ -1,6 +1,6 @@
 import time
 
-from llmcourse.monitor import UNAVAILABLE, ResourceMonitor
+from llmcourse.inference.monitor import UNAVAILABLE, ResourceMonitor
 
 
 def test_cpu_lane_reports_rss_and_marks_gpu_unavailable():
@@ -19,6 +19,6 @@ def test_cpu_lane_reports_rss_and_marks_gpu_unavailable():
 
 
 def test_nvml_missing_is_unavailable_not_zero(monkeypatch):
-    from llmcourse import monitor as module
+    from llmcourse.inference import monitor as module
     monkeypatch.setattr(module, "_nvml_handle", lambda: None)
     assert module._nvml_handle() is None

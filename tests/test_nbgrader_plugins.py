@@ -3,7 +3,7 @@ import json
 import time
 
 import nbformat
-from llmcourse.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
+from llmcourse.grading.nbgrader_plugins import GuardedExecute, HideHiddenTestTracebacks
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 
@@ -63,7 +63,7 @@ def test_hidden_test_tracebacks_show_only_the_message():
 
 
 def test_a_demo_cell_tagged_skip_when_grading_is_not_run_but_a_graded_one_always_is(tmp_path):
-    from llmcourse.nbgrader_plugins import SKIP_TAG
+    from llmcourse.grading.nbgrader_plugins import SKIP_TAG
 
     skip = {"tags": [SKIP_TAG]}
     graded = {"tags": [SKIP_TAG], "nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}}
@@ -78,8 +78,8 @@ def test_the_cells_skipped_while_grading_are_ungraded_demos_whose_names_no_later
     import ast
 
     from conftest import ROOT
-    from llmcourse.nbgrader_plugins import SKIP_TAG
-    from llmcourse.recheck import bound_names, python_source, read_names
+    from llmcourse.grading.nbgrader_plugins import SKIP_TAG
+    from llmcourse.grading.recheck import bound_names, python_source, read_names
 
     tagged = 0
     for path in sorted(ROOT.glob("day[123]/*.ipynb")):

@@ -1,4 +1,4 @@
-from llmcourse.notebook import LiveLossPlot, save_text, show_log_excerpt
+from llmcourse.notebooks.display import LiveLossPlot, save_text, show_log_excerpt
 
 
 def test_live_plot_records_each_step():

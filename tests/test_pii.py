@@ -4,7 +4,7 @@ from datetime import date
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llmcourse.pii import PLACEHOLDERS, find_pii, mask_pii
+from llmcourse.data.pii import PLACEHOLDERS, find_pii, mask_pii
 
 
 @pytest.mark.parametrize("text, masked, kind", [

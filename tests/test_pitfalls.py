@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 from conftest import CPU_CONFIG, TRAIN_FILE
-from llmcourse import lane, pitfalls
+from llmcourse.env import lane
+from llmcourse.notebooks import pitfalls
 from llmcourse.config import load_config
-from llmcourse.data import load_chat_jsonl
+from llmcourse.data.jsonl import load_chat_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from llmcourse import prepare
-from llmcourse.models import get_model
+from llmcourse.env import prepare
+from llmcourse.env.models import get_model
 
 
 def test_prepared_gemma_has_a_correct_tokenizer_and_marker():
@@ -50,7 +50,7 @@ def test_wrong_sha256_is_refused(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_killed_conversion_leaves_no_half_written_model(tmp_path):
     env = {**os.environ, "LLMCOURSE_CACHE": str(tmp_path)}
-    code = "from llmcourse.prepare import prepare_model; prepare_model('smollm2-135m-instruct')"
+    code = "from llmcourse.env.prepare import prepare_model; prepare_model('smollm2-135m-instruct')"
     target = tmp_path / "models" / "smollm2-135m-instruct"
     process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

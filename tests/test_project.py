@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from conftest import ROOT, run_cli
-from llmcourse.course import SKIP
-from llmcourse.project import RESULTS_END, RESULTS_START, cases_from_split, fill_results
+from llmcourse.notebooks.run import SKIP
+from llmcourse.evaluation.project import RESULTS_END, RESULTS_START, cases_from_split, fill_results
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def test_fill_results_replaces_only_between_markers(tmp_path):
 
 
 def test_fill_sections_checks_every_marker_before_writing(tmp_path):
-    from llmcourse.project import fill_sections
+    from llmcourse.evaluation.project import fill_sections
 
     readme = tmp_path / "README.md"
     text = "# 项目\n<!-- env:start -->\n旧\n<!-- env:end -->\n<!-- results:start -->\n旧\n<!-- results:end -->\n尾\n"
@@ -61,7 +61,7 @@ def test_the_own_data_template_in_01_data_builds_with_the_config_it_shows(projec
     import nbformat
     import yaml
     from llmcourse.config import load_config
-    from llmcourse.databuild import build_dataset_from_config
+    from llmcourse.data.build import build_dataset_from_config
 
     cells = nbformat.read(ROOT / "day3" / "01_data.ipynb", as_version=4).cells
     text = "\n".join(c.source for c in cells if c.cell_type == "markdown" and "```csv" in c.source)
@@ -80,8 +80,8 @@ def test_the_own_data_template_in_01_data_builds_with_the_config_it_shows(projec
 
 def test_data_minimums_come_from_the_rubric(tmp_path):
     import yaml
-    from llmcourse.project import data_minimums, sizes_vs_minimums
-    from llmcourse.rubric import RUBRIC_FILE
+    from llmcourse.evaluation.project import data_minimums, sizes_vs_minimums
+    from llmcourse.grading.rubric import RUBRIC_FILE
 
     rubric = yaml.safe_load(RUBRIC_FILE.read_text(encoding="utf-8"))
     assert data_minimums() == {name: rubric["assignments"]["day3"]["evidence"]["data"][f"min_{name}"]
@@ -95,11 +95,11 @@ def test_data_minimums_come_from_the_rubric(tmp_path):
 
 
 def test_split_evaluation_loads_one_model_and_under_nbgrader_reads_the_saved_files(project_copy, monkeypatch):
-    import llmcourse.infer
-    from llmcourse.checks import check_split_eval
+    import llmcourse.inference.engines
+    from llmcourse.grading.checks import check_split_eval
     from llmcourse.config import load_config
-    from llmcourse.infer import Generation
-    from llmcourse.project import evaluate_splits_or_reuse
+    from llmcourse.inference.engines import Generation
+    from llmcourse.evaluation.project import evaluate_splits_or_reuse
 
     config = project_copy / "configs" / "intent.yaml"
     assert run_cli("data", "build", str(config)).returncode == 0
@@ -114,7 +114,7 @@ def test_split_evaluation_loads_one_model_and_under_nbgrader_reads_the_saved_fil
         def generate(self, prompts):
             return [Generation(cfg.data.labels[0], 1, 1, 0.0, None, 0.0) for _ in prompts]
 
-    monkeypatch.setattr(llmcourse.infer, "TransformersEngine", Echo)
+    monkeypatch.setattr(llmcourse.inference.engines, "TransformersEngine", Echo)
     splits = {"val": cfg.data.eval_file, "test": cfg.data.test_file}
     run = project_copy / "run"
     made = evaluate_splits_or_reuse(cfg, "adapter", splits, run, limit=4)

@@ -1,4 +1,4 @@
-"""The grader's own recheck (llmcourse.recheck): faked checks earn nothing and are flagged.
+"""The grader's own recheck (llmcourse.grading.recheck): faked checks earn nothing and are flagged.
 
 Each faking learner below hands in Day 1 with correct answers but one way of making the kernel's test
 cells pass without the work behind them (most hand in no training run at all). nbgrader's kernel gives
@@ -11,21 +11,21 @@ import shutil
 import nbformat
 import pytest
 from conftest import ROOT
-from llmcourse.cohort import RUN_DIR, build_course, make_cohort
-from llmcourse.grading import Course, Settings, autograde, collect, release
-from llmcourse.recheck import answer_sources, python_source, literal_values, recheck_notebook, shadowing, graded_cells
+from llmcourse.grading.cohort import RUN_DIR, build_course, make_cohort
+from llmcourse.grading.workflow import Course, Settings, autograde, collect, release
+from llmcourse.grading.recheck import answer_sources, python_source, literal_values, recheck_notebook, shadowing, graded_cells
 
-PATCH_CHECKS = ("import llmcourse.checks as c\n\n"
+PATCH_CHECKS = ("import llmcourse.grading.checks as c\n\n"
                 "c.check_train_log = lambda *args, **kwargs: [{'memory_mb': None}]\n"
                 "c.check_adapter = lambda *args, **kwargs: {}")
 FAKE_MODULE = ("import sys, types\n\n"
-               "import llmcourse.checks as real\n"
-               "fake = types.ModuleType('llmcourse.checks')\n"
+               "import llmcourse.grading.checks as real\n"
+               "fake = types.ModuleType('llmcourse.grading.checks')\n"
                "fake.__dict__.update(vars(real))\n"
                "fake.check_train_log = lambda *args, **kwargs: [{'memory_mb': None}]\n"
                "fake.check_adapter = lambda *args, **kwargs: {}\n"
-               "sys.modules['llmcourse.checks'] = fake")
-NO_REQUIRE = "import llmcourse.checks\n\nllmcourse.checks._require = lambda *args, **kwargs: None"
+               "sys.modules['llmcourse.grading.checks'] = fake")
+NO_REQUIRE = "import llmcourse.grading.checks\n\nllmcourse.grading.checks._require = lambda *args, **kwargs: None"
 SKIP_CELLS = "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])"
 ALWAYS_EQUAL = ("class Yes(str):\n    def strip(self):\n        return self\n\n    def upper(self):\n        return self\n\n"
                 "    def __eq__(self, other):\n        return True\n\n    __hash__ = str.__hash__\n\n"
@@ -81,7 +81,7 @@ def test_shadowing_names_each_kind_of_patch(tmp_path):
     nbformat.write(notebook, honest)
     assert shadowing(honest, source) == []
     for code, expected in [(PATCH_CHECKS, "c.check_train_log"), (FAKE_MODULE, "sys.modules"),
-                           (NO_REQUIRE, "llmcourse.checks._require"), (SKIP_CELLS, "get_ipython"),
+                           (NO_REQUIRE, "llmcourse.grading.checks._require"), (SKIP_CELLS, "get_ipython"),
                            ("def check_adapter(*args):\n    return {}", "check_adapter"),
                            ("from os import path as check_config", "check_config")]:
         patched = nbformat.read(source, as_version=4)

@@ -1,10 +1,10 @@
-"""Weights from grading/rubric.yaml and Day 3's dimension evidence (llmcourse.rubric)."""
+"""Weights from grading/rubric.yaml and Day 3's dimension evidence (llmcourse.grading.rubric)."""
 import shutil
 
 import pytest
 from conftest import ROOT
-from llmcourse.cohort import chat_rows, write_day3_project, write_jsonl, write_run
-from llmcourse.rubric import (
+from llmcourse.grading.cohort import chat_rows, write_day3_project, write_jsonl, write_run
+from llmcourse.grading.rubric import (
     RubricError,
     assignment_percent,
     collect_evidence,
@@ -118,7 +118,7 @@ def test_a_scenario_project_is_graded_in_its_configs_folders(tmp_path, scenario)
     """A learner on configs/intent.yaml builds into data/built/intent and trains into train/run_intent."""
     import shutil
 
-    from llmcourse.rubric import project_paths
+    from llmcourse.grading.rubric import project_paths
 
     folder = write_day3_project(tmp_path / "carol")
     (folder / "configs").mkdir()
@@ -175,7 +175,8 @@ def trained_project(tmp_path_factory):
     """A project whose adapter is a real PEFT adapter for the stand-in (lora_B nudged away from zero)."""
     import torch
     from llmcourse.config import load_config
-    from llmcourse.train import lora_config, resolve_model_path, use_course_template
+    from llmcourse.training.run import lora_config
+from llmcourse.env.loading import resolve_model_path, use_course_template
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -195,7 +196,7 @@ def trained_project(tmp_path_factory):
 
 @pytest.mark.slow
 def test_improvement_is_measured_by_the_grader_on_the_heldout_set(trained_project, tmp_path, monkeypatch):
-    from llmcourse import rubric as rubric_module
+    from llmcourse.grading import rubric as rubric_module
 
     settings = {"heldout": {"faq": "day3_faq_test.jsonl"}, "max_questions": 3, "max_tokens": 16, "target_gain": 0.3}
     shutil.copy(ROOT / "grading" / "heldout" / "day3_faq_test.jsonl", tmp_path / "day3_faq_test.jsonl")

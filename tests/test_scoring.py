@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from llmcourse.cases import load_cases
-from llmcourse.checks import CheckFailed, check_human_scores
-from llmcourse.learner_edition import CODE_STUB, SOLUTION
-from llmcourse.scoring import (auto_score, char_f1, make_score_sheet, one_per_kind, reveal_scores, rouge_l,
+from llmcourse.evaluation.cases import load_cases
+from llmcourse.grading.checks import CheckFailed, check_human_scores
+from llmcourse.grading.learner_edition import CODE_STUB, SOLUTION
+from llmcourse.evaluation.scoring import (auto_score, char_f1, make_score_sheet, one_per_kind, reveal_scores, rouge_l,
                                save_score_sheet, sheet_html)
 
 DEFAULT_CASES = load_cases(ROOT / "day2" / "data" / "default_cases.jsonl")

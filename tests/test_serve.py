@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from llmcourse.api_checks import load_corpus, replay
-from llmcourse.chat import multi_turn, stream_answer
+from llmcourse.serving.api_checks import load_corpus, replay
+from llmcourse.serving.chat import multi_turn, stream_answer
 from llmcourse.config import ConfigError, build_config
-from llmcourse.serve import create_app, resolve_adapter, resolve_api_key, vllm_command
+from llmcourse.serving.server import create_app, resolve_adapter, resolve_api_key, vllm_command
 
 KEY = "sk-unit"
 
@@ -63,7 +63,7 @@ def test_health_is_open_but_the_api_needs_the_key(app_client):
 
 
 def test_openai_client_multi_turn_carries_history(app_client):
-    from llmcourse import chat
+    from llmcourse.serving import chat
 
     original = chat.client
     chat.client = lambda base_url, api_key, timeout=300: __import__("openai").OpenAI(
@@ -115,7 +115,7 @@ def test_missing_adapter_says_what_to_do(tmp_path):
 def test_vllm_command_serves_the_unmerged_adapter(tmp_path):
     cfg = build_config({"model": {"name": "qwen3-4b-instruct-2507", "source": "hf", "device": "cpu"}, "lora": {"r": 32},
                         "serve": {"served_model_name": "faq", "port": 9000, "api_key": "sk-secret"}})
-    import llmcourse.vllm_lane as lane
+    import llmcourse.env.vllm_lane as lane
     original, lane._model_template = lane._model_template, lambda cfg: "{{ messages[0]['content'] }}"
     try:
         command = vllm_command(cfg, tmp_path / "adapter", template_dir=tmp_path)

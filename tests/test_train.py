@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from llmcourse import train as training
+from llmcourse.training import run as training
 from llmcourse.config import load_config
-from llmcourse.data import DataError
-from llmcourse.lane import library_version
+from llmcourse.data.jsonl import DataError
+from llmcourse.env.lane import library_version
 from conftest import CPU_CONFIG, ROOT, run_cli
 
 SMALL = {"train.max_steps": 4, "data.max_samples": 16, "train.save_steps": 2, "train.logging_steps": 1}
@@ -79,7 +79,7 @@ def test_run_writes_every_artifact(unsloth_run):
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
     assert set(adapter["target_modules"]) == set(training.get_model("gemma3-270m").target_modules)
-    from llmcourse.lora_math import adapter_sizes
+    from llmcourse.training.lora_math import adapter_sizes
     expected_mb = adapter_sizes(["gemma3-270m"], r=16)[0]["adapter_mb"]  # what Day 1 tells learners
     assert abs((out / "adapter" / "adapter_model.safetensors").stat().st_size / 1e6 - expected_mb) < 0.05 * expected_mb
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -203,8 +203,8 @@ def test_cpu_training_avoids_checkpointing_and_uses_bf16_only_where_native(monke
     cfg = load_config(CPU_CONFIG)
     args = training._sft_args(cfg, "cpu", Path("/tmp/cpu-args"))
     assert args.use_cpu and args.bf16 == native_bf16 and not args.fp16 and not args.gradient_checkpointing
-    assert training._training_dtype(cfg, "cpu") == (torch.bfloat16 if native_bf16 else torch.float32)
-    assert training._torch_dtype(cfg, "cpu") == torch.float32  # inference stays fp32
+    assert training.training_dtype(cfg, "cpu") == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert training.torch_dtype(cfg, "cpu") == torch.float32  # inference stays fp32
     fixed = load_config(CPU_CONFIG, **{"model.dtype": "float32"})
     assert not training._sft_args(fixed, "cpu", Path("/tmp/cpu-args")).bf16
 
@@ -236,10 +236,10 @@ def test_bad_data_fails_before_any_model_loads(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_lean_lm_head_gives_the_same_loss_gradients_and_metrics(monkeypatch, dtype):
-    """One batch through our trainer with the LM head Unsloth installs, then with llmcourse.lm_head."""
+    """One batch through our trainer with the LM head Unsloth installs, then with llmcourse.training.lm_head."""
     import torch
     from trl.trainer import utils as trl_utils
-    from llmcourse import lm_head
+    from llmcourse.training import lm_head
 
     if dtype == "bfloat16" and not training.cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16")

@@ -13,7 +13,7 @@ import pytest
 from conftest import CPU_CONFIG, ROOT, run_cli
 
 from llmcourse.config import ConfigError, build_config, load_config
-from llmcourse.vllm_lane import (VLLM_LORA_RANKS, chat_template, cpu_settings, engine_args, lora_rank,
+from llmcourse.env.vllm_lane import (VLLM_LORA_RANKS, chat_template, cpu_settings, engine_args, lora_rank,
                                  template_kwargs, vllm_python)
 
 SYSTEM = "你是云杉智能家居的客服助手，请用简洁准确的中文回答。"
@@ -90,9 +90,9 @@ def rank4_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_offline_vllm_with_an_unmerged_lora_matches_transformers_token_by_token(rank4_run):
-    from llmcourse.benchmark import compare_answers
-    from llmcourse.cases import load_cases
-    from llmcourse.infer import TransformersEngine, VLLMWorkerEngine
+    from llmcourse.evaluation.benchmark import compare_answers
+    from llmcourse.evaluation.cases import load_cases
+    from llmcourse.inference.engines import TransformersEngine, VLLMWorkerEngine
 
     # fp32 in both engines: with the same arithmetic greedy answers must agree exactly (bf16 may not).
     cfg = load_config(rank4_run / "config.yaml", **{"model.dtype": "float32", "infer.max_tokens": 16})
@@ -110,7 +110,7 @@ def test_offline_vllm_with_an_unmerged_lora_matches_transformers_token_by_token(
 @pytest.fixture(scope="module")
 def vllm_server(rank4_run):
     """``llmcourse serve`` on vLLM: the rank-4 adapter unmerged, the training system prompt by default."""
-    from llmcourse.serve import choose_serve_engine, start_server
+    from llmcourse.serving.server import choose_serve_engine, start_server
 
     cfg = load_config(rank4_run / "config.yaml", **{"serve.served_model_name": "faq-r4", "serve.max_tokens": 64})
     assert choose_serve_engine(cfg) == "vllm"
@@ -164,7 +164,7 @@ VLLM_ACCEPTS = {"last_not_user", "system_in_middle", "messages_empty", "missing_
 
 @pytest.mark.slow
 def test_served_vllm_answers_the_malformed_corpus_without_a_5xx_and_stays_up(vllm_server):
-    from llmcourse.api_checks import load_corpus, replay
+    from llmcourse.serving.api_checks import load_corpus, replay
 
     root = vllm_server.base_url.removesuffix("/v1")
     results = replay(root, load_corpus(), vllm_server.api_key, model=vllm_server.model)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from trl import SFTTrainer
 
-from llmcourse import train as training
+from llmcourse.training import run as training
 from llmcourse.config import load_config
 
 cfg = load_config(sys.argv[1], **{"data.max_samples": 2, "train.output_dir": "/tmp/llmcourse-trl-mask-probe"})

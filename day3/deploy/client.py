@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from llmcourse.config import ConfigError, load_config
-from llmcourse.project import save_conversation
+from llmcourse.evaluation.project import save_conversation
 from openai import APIConnectionError, APIStatusError, OpenAI
 
 HERE = Path(__file__).resolve().parent

@@ -26,7 +26,7 @@ import json
 import sys
 
 from llmcourse.config import ConfigError, load_config_with_cli_overrides
-from llmcourse.data import DataError
+from llmcourse.data.jsonl import DataError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     student = sub.add_parser("student", help="build the learner edition (no solutions, no hidden tests) into OUT/<day>/")
     student.add_argument("--out", default="learner")
     student.add_argument("--days", nargs="*", default=None, help="default: every day")
-    from llmcourse.grading import add_grade_commands
+    from llmcourse.grading.workflow import add_grade_commands
     add_grade_commands(sub)
     return parser
 
@@ -83,53 +83,53 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
-        from llmcourse.lane import doctor
+        from llmcourse.env.doctor import doctor
         doctor()
         return 0
     if args.command == "prepare-model":
-        from llmcourse.prepare import prepare_model
+        from llmcourse.env.prepare import prepare_model
         prepare_model(args.name, force=args.force)
         return 0
     if args.command == "check-config":
         print(load_config_with_cli_overrides(args.config, args.overrides).to_yaml())
         return 0
     if args.command == "data-summary":
-        from llmcourse.data import load_chat_jsonl, summarize
+        from llmcourse.data.jsonl import load_chat_jsonl, summarize
         print(json.dumps(summarize(load_chat_jsonl(args.path)), ensure_ascii=False, indent=2))
         return 0
     if args.command == "data":  # the only data subcommand so far: build
-        from llmcourse.databuild import build_dataset_from_config
+        from llmcourse.data.build import build_dataset_from_config
         print(build_dataset_from_config(load_config_with_cli_overrides(args.config, args.overrides)).summary_line())
         return 0
     if args.command == "train":
-        from llmcourse.train import train
+        from llmcourse.training.run import train
         result = train(load_config_with_cli_overrides(args.config, args.overrides), resume=args.resume)
         losses = result.losses
         print(f"训练完成：{result.steps} 步，引擎 {result.engine}，设备 {result.device}；"
               f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
         return 0
     if args.command == "run-course":
-        from llmcourse.course import CI_PARAMETERS, CPU_PARAMETERS, DAYS, run_day
+        from llmcourse.notebooks.run import CI_PARAMETERS, CPU_PARAMETERS, DAYS, run_day
         parameters = CPU_PARAMETERS if args.profile == "cpu" else CI_PARAMETERS
         for day in args.days or DAYS:
             run_day(day, args.out, parameters.get(day))
         return 0
     if args.command == "serve":
-        from llmcourse.serve import serve
+        from llmcourse.serving.server import serve
         serve(load_config_with_cli_overrides(args.config, args.overrides))
         return 0
     if args.command == "chat":
-        from llmcourse.chat import print_conversation
+        from llmcourse.serving.chat import print_conversation
         print_conversation(load_config_with_cli_overrides(args.config, []), args.questions, base_url=args.base_url)
         return 0
     if args.command == "evaluate":
-        from llmcourse.evaluate import evaluate_run
+        from llmcourse.evaluation.ask import evaluate_run
         report = evaluate_run(args.run_dir, include_base=args.base, limit=args.limit)
         print(json.dumps(report["summary"], ensure_ascii=False, indent=2))
         return 0
     if args.command == "student":
-        from llmcourse.grading import Course, GradingError
-        from llmcourse.learner_edition import build
+        from llmcourse.grading.workflow import Course, GradingError
+        from llmcourse.grading.learner_edition import build
         try:
             out = build(Course(), args.out, args.days)
         except GradingError as exc:
@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"学员版已生成：{out}/（从 {out}/day1/01_concepts.ipynb 开始）")
         return 0
     if args.command == "grade":
-        from llmcourse.grading import run_grade_command
+        from llmcourse.grading.workflow import run_grade_command
         return run_grade_command(args)
     raise AssertionError(args.command)
 

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmcourse.models import MODEL_NAMES
+from llmcourse.env.models import MODEL_NAMES
 
 
 class ConfigError(ValueError):
@@ -124,7 +124,7 @@ class DataSection(_Section):
     train_file: str = "../data/faq_train.jsonl"
     eval_file: str | None = "../data/faq_test.jsonl"
     max_samples: int | None = Field(None, ge=1)
-    # Only `llmcourse data build` reads the fields below (see llmcourse.databuild).
+    # Only `llmcourse data build` reads the fields below (see llmcourse.data.build).
     test_file: str | None = None
     scenario: Literal["faq", "intent", "domain_qa"] = "faq"
     raw_dir: str | None = None
@@ -177,7 +177,7 @@ class TrainSection(_Section):
     padding_free: bool | None = None  # None: on for Unsloth on CPU (rows joined, no padding), else off
     logging_steps: int = Field(1, ge=1)
     # Validation loss on a fixed subset of data.eval_file every eval_steps steps (a logged step);
-    # None: about four times a run, 0: never (see llmcourse.train.eval_interval)
+    # None: about four times a run, 0: never (see llmcourse.training.run.eval_interval)
     eval_steps: int | None = Field(None, ge=0)
     save_steps: int = Field(20, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
