@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.data.jsonl import DataError, all_facts_present, keyfact_hits, load_chat_jsonl, summarize
+from llmcourse.data.jsonl import DataError, load_chat_jsonl, summarize
+from llmcourse.evaluation.scoring import all_facts_present, keyfact_hits
 from conftest import TEST_FILE, TRAIN_FILE
 
 MALFORMED = Path(__file__).parent / "data" / "malformed"

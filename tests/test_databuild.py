@@ -389,6 +389,7 @@ def test_garbage_rows_end_in_rejected_rows_never_a_crash(lines):
 
 
 def test_under_nbgrader_the_learners_build_is_reused_and_nothing_is_built_for_them(built, tmp_path, monkeypatch):
+    from llmcourse.artifacts import ArtifactMissing
     from llmcourse.data.build import build_or_reuse
 
     report, out, _, _ = built["faq"]
@@ -397,6 +398,6 @@ def test_under_nbgrader_the_learners_build_is_reused_and_nothing_is_built_for_th
     reused = build_or_reuse(load_config(SCENARIOS["faq"], **_into(out)))
     assert reused.splits == report.splits and reused.leakage == report.leakage
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
-    with pytest.raises(DataError, match="评分模式"):
+    with pytest.raises(ArtifactMissing, match="评分模式"):
         build_or_reuse(load_config(SCENARIOS["faq"], **_into(tmp_path / "empty")))
     assert not (tmp_path / "empty").exists()

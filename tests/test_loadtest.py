@@ -29,6 +29,6 @@ def test_markdown_table_has_a_row_per_level():
 def test_missing_aiperf_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMCOURSE_AIPERF", str(tmp_path / "nothing"))
     monkeypatch.setattr(loadtest.shutil, "which", lambda name: None)
-    monkeypatch.setattr(loadtest, "ROOT", tmp_path)
+    monkeypatch.setattr(loadtest, "COURSE_ROOT", tmp_path)
     with pytest.raises(RuntimeError, match="make setup"):
         loadtest.find_aiperf()

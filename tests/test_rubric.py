@@ -176,7 +176,7 @@ def trained_project(tmp_path_factory):
     import torch
     from llmcourse.config import load_config
     from llmcourse.training.run import lora_config
-from llmcourse.env.loading import resolve_model_path, use_course_template
+    from llmcourse.env.loading import resolve_model_path, use_course_template
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -135,3 +135,28 @@ def test_notebook_skeleton_fails_the_check_and_the_solution_passes(day, tmp_path
     scored = check_human_scores(saved, min_rows=10)
     means = scored.groupby("model").human_score.mean()
     assert means["fine_tuned"] > means["base"]
+
+
+LABEL_ANSWERS = [("退货", "这是退货问题。"), ("退货", "这是 退 货。"), ("Refund", "intent: refund!"), ("退货", "换货"),
+                 ("order_status", "order status"), ("退货", ""), ("物流", None)]
+
+
+@pytest.mark.parametrize("label, answer", LABEL_ANSWERS)
+def test_learners_and_the_grader_score_a_label_answer_alike(label, answer):
+    """One scorer: Day 2's auto_score (the learner's table) and the Day 3 rubric's label accuracy agree."""
+    from types import SimpleNamespace
+
+    from llmcourse.evaluation.scoring import auto_score, label_match
+    from llmcourse.grading.rubric import answer_metric
+
+    example = SimpleNamespace(key_facts=[], meta={"label": label})
+    metric, grader = answer_metric([example], [answer or ""])
+    assert metric == "label_accuracy"
+    assert auto_score({"label": label}, answer) == grader == float(label_match(label, answer))
+
+
+def test_a_label_match_ignores_case_spaces_and_punctuation_but_not_the_words():
+    from llmcourse.evaluation.scoring import label_match
+
+    assert label_match("order_status", "Order status?") and label_match("退货", "这是 退 货。")
+    assert not label_match("退货", "换货") and not label_match("", "任何回答")

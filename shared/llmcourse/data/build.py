@@ -61,7 +61,8 @@ from llmcourse.data.jsonl import DataError
 from llmcourse.data.pii import mask_pii
 from llmcourse.data.raw import RawProblem, RawRecord, read_source
 from llmcourse.data.report import REASONS, REPORT_JSON, summarize_build, write_report
-from llmcourse.artifacts import SPLITS, in_grading
+from llmcourse.artifacts import (DATA_REPORT_JSON, DATA_REPORT_MD, LENGTH_HIST, REJECTED, SPLITS,
+                                 reuse_or_compute)
 
 
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
@@ -226,8 +227,8 @@ def _output_paths(data: DataSection) -> dict[str, Path]:
     built = Path(data.built_dir)
     outputs = {"train": Path(data.train_file), "val": Path(data.eval_file) if data.val_ratio > 0 else None,
                "test": Path(data.test_file) if data.test_ratio > 0 else None,
-               "rejected": built / "rejected.jsonl", "report_json": built / "data_report.json",
-               "report_md": built / "data_report.md", "length_hist": built / "length_hist.png"}
+               "rejected": built / REJECTED, "report_json": built / DATA_REPORT_JSON,
+               "report_md": built / DATA_REPORT_MD, "length_hist": built / LENGTH_HIST}
     outputs = {name: path for name, path in outputs.items() if path is not None}
     raw_dir = Path(data.raw_dir).resolve()
     for path in outputs.values():
@@ -503,13 +504,11 @@ def build_or_reuse(cfg: CourseConfig) -> BuildReport:
     as it is: the grader scores what the learner built, and an untouched notebook run by the grader
     builds nothing for them."""
 
-    if not in_grading():
-        return build_dataset_from_config(cfg)
     path = Path(cfg.data.built_dir) / REPORT_JSON
-    if not path.is_file():
-        raise DataError(path, [f"评分模式：没有找到已构建的数据 {path}；请在提交前运行构建数据的单元格"])
-    print(f"评分模式：复用已构建的数据 {cfg.data.built_dir}，不重新构建")
-    return BuildReport(json.loads(path.read_text(encoding="utf-8")), 0.0, Path(cfg.data.built_dir))
+    return reuse_or_compute("构建数据", path, compute=lambda: build_dataset_from_config(cfg),
+                            hint="请在提交前运行构建数据的单元格",
+                            load=lambda: BuildReport(json.loads(path.read_text(encoding="utf-8")), 0.0,
+                                                     Path(cfg.data.built_dir)))
 
 
 def build_dataset(config_path: str | Path, **overrides: Any) -> BuildReport:

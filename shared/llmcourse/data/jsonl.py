@@ -184,13 +184,3 @@ def summarize(examples: list[ChatExample]) -> dict[str, Any]:
         "answer_chars_max": max(answer_lengths),
         "topics": dict(topics.most_common()),
     }
-
-
-def keyfact_hits(answer: str, key_facts: list[str]) -> int:
-    """How many key facts appear verbatim in an answer (spaces ignored)."""
-    squeezed = answer.replace(" ", "")
-    return sum(1 for fact in key_facts if fact.replace(" ", "") in squeezed)
-
-
-def all_facts_present(answer: str, key_facts: list[str]) -> bool:
-    return bool(key_facts) and keyfact_hits(answer, key_facts) == len(key_facts)

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from llmcourse.artifacts import SPLITS
+from llmcourse.artifacts import DATA_REPORT_JSON, DATA_REPORT_MD, LENGTH_HIST, REJECTED, SPLITS
 from llmcourse.data.pii import KIND_NAMES, PLACEHOLDERS
 
 # Why a row was dropped: key → the reader's word for it (build tags rows, the report counts them).
@@ -48,10 +48,10 @@ REASONS = {
     "leakage": "与训练集近似（防泄漏）",
 }
 
-REPORT_JSON = "data_report.json"
-REPORT_MD = "data_report.md"
-LENGTH_HIST = "length_hist.png"
-REJECTED = "rejected.jsonl"
+REPORT_JSON = DATA_REPORT_JSON
+REPORT_MD = DATA_REPORT_MD
+LENGTH_HIST = LENGTH_HIST
+REJECTED = REJECTED
 
 
 def _lengths(values: list[int]) -> dict[str, float]:

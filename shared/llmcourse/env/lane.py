@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from llmcourse.artifacts import COURSE_ROOT
+from llmcourse.artifacts import COURSE_ROOT, RUN_ENV
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
              "unsloth_zoo", "vllm", "nbgrader", "papermill", "jupyterlab", "gguf")
@@ -196,7 +196,7 @@ def version_drift(installed: dict[str, str] | None = None, extras: set[str] | No
 def versions_changed_since(run_dir: str | Path) -> list[dict[str, str | None]]:
     """Libraries whose version differs from the one a run recorded in its env.json."""
     import json
-    recorded = json.loads((Path(run_dir) / "env.json").read_text(encoding="utf-8"))["versions"]
+    recorded = json.loads((Path(run_dir) / RUN_ENV).read_text(encoding="utf-8"))["versions"]
     return [{"package": name, "then": then, "now": library_version(name)}
             for name, then in recorded.items() if then != library_version(name)]
 

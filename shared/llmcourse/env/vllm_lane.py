@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 from llmcourse.config import ConfigError, CourseConfig
 from llmcourse.env.lane import cpu_has_native_bf16, library_version, resolve_device

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from llmcourse.config import CourseConfig, load_config
-from llmcourse.data.jsonl import all_facts_present, keyfact_hits, load_chat_jsonl
+from llmcourse.data.jsonl import load_chat_jsonl
+from llmcourse.evaluation.scoring import all_facts_present, keyfact_hits
 from llmcourse.inference.engines import TransformersEngine
+from llmcourse.artifacts import ADAPTER_DIR, RUN_CONFIG
 
 
 def score(examples, answers: list[str]) -> dict[str, Any]:
@@ -32,12 +34,12 @@ def score(examples, answers: list[str]) -> dict[str, Any]:
 def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | None = None) -> dict[str, Any]:
     """Evaluate a training run's adapter (and optionally the base model) on the config's eval file."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / RUN_CONFIG)
     if not cfg.data.eval_file:
         raise ValueError("配置里没有 data.eval_file，无法评估")
     examples = load_chat_jsonl(cfg.data.eval_file)[:limit]
     prompts = [e.prompt_messages for e in examples]
-    variants = {"fine_tuned": run_dir / "adapter"}
+    variants = {"fine_tuned": run_dir / ADAPTER_DIR}
     if include_base:
         variants = {"base": None, **variants}
     summary, rows = {}, {}

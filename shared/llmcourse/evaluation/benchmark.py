@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmcourse.artifacts import BENCHMARK_CSV, BENCHMARK_SUMMARY, GENERATIONS, reuse_or_compute
 from llmcourse.evaluation.cases import question_of
 from llmcourse.config import CourseConfig
 from llmcourse.inference.engines import default_engines, load_engine
@@ -55,11 +56,11 @@ def run_benchmark(cfg: CourseConfig, cases: list[dict], adapter_dir: str | Path,
                              "prompt_tokens": result.prompt_tokens, "output_tokens": result.output_tokens,
                              "tokens_per_s": result.tokens_per_s, "peak_memory_mb": monitor.summary["peak_memory_mb"],
                              "memory_kind": monitor.summary["memory_kind"]})
-    with (out / "generations.jsonl").open("w", encoding="utf-8") as handle:
+    with (out / GENERATIONS).open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.to_csv(out / "benchmark.csv", index=False)
-    (out / "summary.md").write_text(summary_table(table), encoding="utf-8")
+    table.to_csv(out / BENCHMARK_CSV, index=False)
+    (out / BENCHMARK_SUMMARY).write_text(summary_table(table), encoding="utf-8")
     return table
 
 
@@ -68,15 +69,9 @@ def benchmark_or_reuse(cfg: CourseConfig, cases: list[dict], adapter_dir: str | 
     """:func:`run_benchmark`, except under nbgrader, where the saved ``benchmark.csv`` is reused."""
     import pandas as pd
 
-    from llmcourse.artifacts import in_grading
-
-    if in_grading():
-        csv = Path(out_dir) / "benchmark.csv"
-        if not csv.is_file():
-            raise FileNotFoundError(f"评分模式：没有找到已保存的基准结果 {csv}；请在提交前完整运行这一步")
-        print(f"评分模式：复用已保存的基准结果 {csv}")
-        return pd.read_csv(csv)
-    return run_benchmark(cfg, cases, adapter_dir, out_dir, **kwargs)
+    csv = Path(out_dir) / BENCHMARK_CSV
+    return reuse_or_compute("基准结果", csv, compute=lambda: run_benchmark(cfg, cases, adapter_dir, out_dir, **kwargs),
+                            load=lambda: pd.read_csv(csv))
 
 
 def compare_batch_sizes(engine, prompts: list[list[dict]], sizes=(1, 4, 8)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from llmcourse.data.jsonl import DataError, load_chat_jsonl, read_lines
 

@@ -29,6 +29,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from llmcourse.artifacts import (BENCHMARK_CSV, BENCHMARK_SUMMARY, CONVERSATION, DATA_REPORT_MD,
+                                 GENERATIONS, HUMAN_SCORES, LOADTEST_MD, LOSS_CURVE, PROJECT_REPORT, RUN_CONFIG,
+                                 RUN_ENV, eval_file, read_train_log, reuse_or_compute)
 from llmcourse.config import CourseConfig
 from llmcourse.data.jsonl import load_chat_jsonl
 from llmcourse.evaluation.cases import cases_from_split  # re-exported: the Day 3 notebooks import it here
@@ -69,17 +72,15 @@ def evaluate_splits_or_reuse(cfg: CourseConfig, adapter_dir: str | Path | None, 
     ``<run_dir>/eval_<name>.json``; under nbgrader the saved files are read instead: the grader scores
     the learner's answers (``check_split_eval`` recomputes their scores) and loads no model."""
     from llmcourse.inference.engines import TransformersEngine
-    from llmcourse.artifacts import in_grading
 
-    paths = {name: Path(run_dir) / f"eval_{name}.json" for name in splits}
-    if in_grading():
-        missing = [str(path) for path in paths.values() if not path.is_file()]
-        if missing:
-            raise FileNotFoundError(f"评分模式：没有找到已保存的评估结果 {'、'.join(missing)}；请在提交前运行评估单元格")
-        print(f"评分模式：复用已保存的评估结果 {'、'.join(map(str, paths.values()))}")
-        return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()}
-    engine = TransformersEngine(cfg, adapter_dir)
-    return {name: evaluate_split(cfg, adapter_dir, splits[name], path, limit, engine) for name, path in paths.items()}
+    paths = {name: Path(run_dir) / eval_file(name) for name in splits}
+
+    def compute():
+        engine = TransformersEngine(cfg, adapter_dir)
+        return {name: evaluate_split(cfg, adapter_dir, splits[name], path, limit, engine) for name, path in paths.items()}
+
+    return reuse_or_compute("评估结果", paths.values(), compute=compute, hint="请在提交前运行评估单元格",
+                            load=lambda: {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()})
 
 
 def save_conversation(turns, path: str | Path, base_url: str, model: str, served_by: str | None = None) -> Path:
@@ -150,7 +151,7 @@ def _section_data(project: Path, cfg: CourseConfig) -> list[str]:
         count = _count_lines(Path(file)) if file else None
         lines.append(f"| {name} | {'—' if count is None else count} |")
     built = Path(cfg.data.train_file).parent
-    if (built / "data_report.md").exists():
+    if (built / DATA_REPORT_MD).exists():
         lines += ["", f"清洗过程（丢弃了哪些行、为什么、个人信息脱敏、跨划分近重复检查）见 "
                       f"[数据报告]({_relative(built / 'data_report.md', project)})。"]
     return lines
@@ -165,12 +166,11 @@ def _relative(path: Path, project: Path) -> str:
 
 def _section_training(project: Path, run_dir: Path) -> list[str]:
     lines = ["", "## 2. 微调", ""]
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-           if line.strip()] if (run_dir / "train_log.jsonl").exists() else []
+    log = read_train_log(run_dir)
     losses = [row["loss"] for row in log if row.get("loss") is not None]
     if losses:
         lines.append(f"训练 {len(losses)} 步，loss {losses[0]:.3f} → {losses[-1]:.3f}。")
-    if (run_dir / "loss_curve.png").exists():
+    if (run_dir / LOSS_CURVE).exists():
         lines += ["", f"![loss 曲线]({_relative(run_dir / 'loss_curve.png', project)})"]
     splits = [(name, _read_json(run_dir / f"eval_{name}.json")) for name in ("val", "test")]
     if any(result for _, result in splits):
@@ -182,13 +182,13 @@ def _section_training(project: Path, run_dir: Path) -> list[str]:
 
 def _section_verification(project: Path, verify_dir: Path) -> list[str]:
     lines = ["", "## 3. 验证：基座 vs 微调（测试集）", ""]
-    summary = verify_dir / "summary.md"
+    summary = verify_dir / BENCHMARK_SUMMARY
     if summary.exists():
         lines.append(summary.read_text(encoding="utf-8").strip())
     for name, title in (("quality.png", "质量"), ("latency.png", "延迟"), ("memory.png", "内存")):
         if (verify_dir / name).exists():
             lines += ["", f"![{title}]({_relative(verify_dir / name, project)})"]
-    human = verify_dir / "human_scores.csv"
+    human = verify_dir / HUMAN_SCORES
     if human.exists():
         import pandas as pd
         sheet = pd.read_csv(human, encoding="utf-8-sig")
@@ -200,14 +200,14 @@ def _section_verification(project: Path, verify_dir: Path) -> list[str]:
 
 def _section_deployment(project: Path) -> list[str]:
     lines = ["", "## 4. 部署与调用", ""]
-    conversation = _read_json(project / "deploy" / "conversation.json")
+    conversation = _read_json(project / "deploy" / CONVERSATION)
     if conversation:
         lines.append(f"OpenAI 兼容接口 `{conversation['base_url']}`，模型名 `{conversation['model']}`，多轮对话：")
         lines.append("")
         for number, turn in enumerate(conversation["turns"], 1):
             lines.append(f"{number}. 用户：{turn['question']}  \n   模型：{turn['answer']}  "
                          f"（{turn['latency_s']} 秒，带 {turn['messages_sent']} 条消息）")
-    table = project / "deploy" / "loadtest" / "loadtest.md"
+    table = project / "deploy" / "loadtest" / LOADTEST_MD
     if table.exists():
         lines += ["", "压测（aiperf，流式）：", "", table.read_text(encoding="utf-8").strip()]
     return lines
@@ -232,9 +232,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _benchmark_rows(verify_dir: Path) -> list[dict]:
     import csv
 
-    if not (verify_dir / "benchmark.csv").exists():
+    if not (verify_dir / BENCHMARK_CSV).exists():
         return []
-    with (verify_dir / "benchmark.csv").open(encoding="utf-8") as handle:
+    with (verify_dir / BENCHMARK_CSV).open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -242,18 +242,18 @@ def _section_env(project: Path, cfg: CourseConfig, config_label: str, run_dir: P
     from llmcourse.config import load_config
     from llmcourse.env.models import get_model
 
-    env = _read_json(run_dir / "env.json")
-    conversation = _read_json(project / "deploy" / "conversation.json") or {}
+    env = _read_json(run_dir / RUN_ENV)
+    conversation = _read_json(project / "deploy" / CONVERSATION) or {}
     # What the run really used (the notebook may have overridden steps or samples), else the project config.
-    run_cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else cfg
-    steps = len(_read_jsonl(run_dir / "train_log.jsonl")) or run_cfg.train.max_steps
+    run_cfg = load_config(run_dir / RUN_CONFIG) if (run_dir / RUN_CONFIG).exists() else cfg
+    steps = len(read_train_log(run_dir)) or run_cfg.train.max_steps
     spec = get_model(run_cfg.model.name)
     kind = "CPU 替身模型" if spec.is_stand_in else (spec.hf_id or "")
     rows = [("配置文件", f"`{config_label}`（场景 {cfg.data.scenario}）"),
             ("模型", f"`{run_cfg.model.name}`（{kind + '，' if kind else ''}来源 {run_cfg.model.source}）"),
             ("LoRA", (f"r={run_cfg.lora.r}，lora_alpha={run_cfg.lora.lora_alpha}，训练 {steps} 步，"
                       f"学习率 {run_cfg.train.learning_rate:g}"))]
-    env_file = _relative(run_dir / "env.json", project)
+    env_file = _relative(run_dir / RUN_ENV, project)
     if env:
         hardware = env.get("hardware") or {}
         where = (f"GPU {hardware['gpu']}（{hardware.get('gpu_memory_gb')} GB）" if hardware.get("gpu")
@@ -311,7 +311,7 @@ def _section_launch(project: Path, cfg: CourseConfig, config_label: str) -> str:
 
 def _section_showcase(project: Path, verify_dir: Path, count: int = SHOWCASE_CASES) -> str:
     rows = _benchmark_rows(verify_dir)
-    answers = {(g["model"], g["engine"], g["case_id"]): g for g in _read_jsonl(verify_dir / "generations.jsonl")}
+    answers = {(g["model"], g["engine"], g["case_id"]): g for g in _read_jsonl(verify_dir / GENERATIONS)}
     cases = {c["case_id"]: c for c in _read_jsonl(verify_dir / "cases.jsonl")}
     if not rows or not answers:
         return f"还没有 `{_relative(verify_dir, project)}/benchmark.csv`：先运行 04_verify.ipynb 的“基座 vs 微调”。"
@@ -352,7 +352,7 @@ def write_report(project_dir: str | Path, conclusions: str, config_path: str | P
     lines += _section_data(project, cfg) + _section_training(project, run_dir)
     lines += _section_verification(project, project / verify_dir) + _section_deployment(project)
     lines += ["", "## 5. 结论与改进方向", "", conclusions.strip(), ""]
-    report = project / "report.md"
+    report = project / PROJECT_REPORT
     report.write_text("\n".join(lines), encoding="utf-8")
     readme = project / "README.md"
     if readme.exists():

@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from llmcourse.data.jsonl import keyfact_hits
+from llmcourse.artifacts import GENERATIONS
 
 _NOISE = re.compile(r"[\s\W_]+")
 
@@ -64,12 +64,33 @@ def rouge_l(prediction: str, reference: str) -> float:
     return round(2 * precision * recall / (precision + recall), 4)
 
 
+def keyfact_hits(answer: str, key_facts: list[str]) -> int:
+    """How many key facts appear verbatim in an answer (spaces ignored)."""
+    squeezed = answer.replace(" ", "")
+    return sum(1 for fact in key_facts if fact.replace(" ", "") in squeezed)
+
+
+def all_facts_present(answer: str, key_facts: list[str]) -> bool:
+    return bool(key_facts) and keyfact_hits(answer, key_facts) == len(key_facts)
+
+
+
+def squeeze(text: str | None) -> str:
+    """Text without spaces, punctuation or underscores, lower-cased: what a label match compares."""
+    return re.sub(r"[\s\W_]+", "", text or "").lower()
+
+
+def label_match(label: str, answer: str | None) -> bool:
+    """The answer names the label ("退货" in "这是退货问题。"; case, spaces and punctuation ignored)."""
+    return bool(squeeze(label)) and squeeze(label) in squeeze(answer)
+
+
 def auto_score(case: dict, answer: str) -> float:
     """The case's automatic score in [0, 1]; which measure depends on what the case provides."""
     if case.get("key_facts"):
         return round(keyfact_hits(answer, case["key_facts"]) / len(case["key_facts"]), 4)
     if case.get("label"):
-        return 1.0 if case["label"] in (answer or "") else 0.0
+        return 1.0 if label_match(case["label"], answer) else 0.0
     return rouge_l(answer, case.get("reference", ""))
 
 
@@ -77,7 +98,7 @@ def read_answers(out_dir: str | Path) -> list[dict]:
     """The answers a benchmark run saved (``generations.jsonl``: case_id, model, engine, text, ...)."""
     import json
 
-    path = Path(out_dir) / "generations.jsonl"
+    path = Path(out_dir) / GENERATIONS
     if not path.is_file():
         raise FileNotFoundError(f"找不到 {path}：请先运行并排对比（基准测试）的单元格")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcourse.config import ConfigError, CourseConfig, load_config
+from llmcourse.artifacts import (LogLineInvalid, read_train_log, ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, BENCHMARK_CSV,
+                                 DATA_REPORT_JSON, GENERATIONS, LOADTEST_JSON, RUN_CONFIG, RUN_ENV, TRAIN_LOG)
 
 
 class CheckFailed(AssertionError):
@@ -124,10 +126,10 @@ def run_config_problems(config_path: str | Path, run_dir: str | Path) -> list[st
     from llmcourse.config import PATH_FIELDS
 
     run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
+    saved = run_dir / RUN_CONFIG
     if not saved.is_file():
         return [f"{saved} 不存在"]
-    env_file = run_dir / "env.json"
+    env_file = run_dir / RUN_ENV
     launch = (json.loads(env_file.read_text(encoding="utf-8")).get("launch") or {}) if env_file.is_file() else {}
     overrides = launch.get("overrides") or {}
     problems = [f"训练时覆盖了 {key}（只允许覆盖 {', '.join(OVERRIDABLE)}）" for key in sorted(overrides)
@@ -188,23 +190,18 @@ def check_config(path: str | Path, exercise: str | None = None, run_dir: str | P
     if exercise:
         problems = exercise_problems(cfg, exercise)
         _require(not problems, f"{path}：" + "；".join(problems))
-    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+    if run_dir is not None and (Path(run_dir) / RUN_CONFIG).is_file():
         _require_run_of(path, run_dir)
     return cfg
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "train_log.jsonl"
+    path = Path(run_dir) / TRAIN_LOG
     _require(path.is_file(), f"找不到训练日志 {path}：请先完成训练（启动训练的单元格）")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise CheckFailed(f"{path}:{number}: 不是合法的 JSON；训练日志不要手工修改") from None
-    return rows
+    try:
+        return read_train_log(run_dir)
+    except LogLineInvalid as error:
+        raise CheckFailed(str(error)) from None
 
 
 def smoothed(values: list[float], window: int) -> list[float]:
@@ -243,11 +240,11 @@ def check_adapter(run_dir: str | Path, config_path: str | Path | None = None) ->
     with ``config_path``, the run is that config's."""
     run_dir = Path(run_dir)
     _require_run_of(config_path, run_dir)
-    adapter = run_dir / "adapter"
-    config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
+    adapter = run_dir / ADAPTER_DIR
+    config_file, weights = adapter / ADAPTER_CONFIG, adapter / ADAPTER_WEIGHTS
     _require(config_file.is_file() and weights.is_file(), f"找不到 LoRA 适配器 {adapter}：训练结束时会自动保存，请重新训练")
     saved = json.loads(config_file.read_text(encoding="utf-8"))
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / RUN_CONFIG)
     _require(saved.get("r") == cfg.lora.r, f"适配器的秩 r = {saved.get('r')} 与配置 lora.r = {cfg.lora.r} 不一致")
     _require(saved.get("lora_alpha") == cfg.lora.lora_alpha,
              f"适配器的 lora_alpha = {saved.get('lora_alpha')} 与配置 {cfg.lora.lora_alpha} 不一致")
@@ -312,7 +309,7 @@ def check_benchmark(out_dir: str | Path, min_cases: int = 5) -> Any:
     from llmcourse.evaluation.scoring import auto_score
 
     out = Path(out_dir)
-    csv, generations_file, cases_file = out / "benchmark.csv", out / "generations.jsonl", out / "cases.jsonl"
+    csv, generations_file, cases_file = out / BENCHMARK_CSV, out / GENERATIONS, out / "cases.jsonl"
     for path in (csv, generations_file, cases_file):
         _require(path.is_file(), f"找不到 {path}：请先运行基准测试单元格")
     table = pd.read_csv(csv)
@@ -405,7 +402,7 @@ def check_built_data(config_path: str | Path, min_train: int = 20, min_test: int
     from llmcourse.data.jsonl import DataError, load_chat_jsonl
 
     cfg = check_config(config_path)
-    report_file = Path(cfg.data.built_dir) / "data_report.json"
+    report_file = Path(cfg.data.built_dir) / DATA_REPORT_JSON
     _require(report_file.is_file(), f"找不到数据报告 {report_file}：请运行数据构建（llmcourse data build）")
     report = json.loads(report_file.read_text(encoding="utf-8"))
     sizes = {}
@@ -458,7 +455,7 @@ def check_conversation(path: str | Path, min_turns: int = 2) -> dict:
 
 def check_loadtest(out_dir: str | Path, levels: tuple[int, ...] = (1, 8)) -> list[dict]:
     """``deploy/loadtest/loadtest.json``: one row per concurrency level, every request answered."""
-    path = Path(out_dir) / "loadtest.json"
+    path = Path(out_dir) / LOADTEST_JSON
     _require(path.is_file(), f"找不到 {path}：请运行压测单元格")
     rows = json.loads(path.read_text(encoding="utf-8"))
     found = sorted(row["concurrency"] for row in rows)

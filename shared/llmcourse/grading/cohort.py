@@ -51,7 +51,9 @@ import nbformat
 
 from llmcourse.grading.learner_edition import CODE_STUB
 from llmcourse.env.models import ALL_LINEAR
-from llmcourse.artifacts import COURSE_ROOT
+from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, COURSE_ROOT, DATA_REPORT_JSON,
+                                 DATA_REPORT_MD, LENGTH_HIST, LOADTEST_JSON, LOSS_CURVE, REJECTED, RUN_CONFIG,
+                                 RUN_ENV, TRAIN_LOG)
 
 NOTEBOOKS = ("01_concepts.ipynb", "02_lora_training.ipynb")
 KINDS = ("correct", "wrong", "erroring", "hanging", "tampered", "fabricated", "fabricated_untrained",
@@ -154,7 +156,7 @@ def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 
     from llmcourse.config import build_config, load_config
 
     run_dir = Path(run_dir)
-    (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
+    (run_dir / ADAPTER_DIR).mkdir(parents=True, exist_ok=True)
     if config is not None:
         overrides = {"train.max_steps": max_steps, "train.output_dir": str(run_dir), "model.device": "cpu"}
         cfg = load_config(config, **overrides)
@@ -165,7 +167,7 @@ def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 
                             "lora": {"r": r, "lora_alpha": lora_alpha},
                             "train": {"engine": "unsloth", "max_steps": max_steps, "output_dir": str(run_dir)}},
                            base_dir=run_dir)
-    cfg.save(run_dir / "config.yaml")
+    cfg.save(run_dir / RUN_CONFIG)
     rows = []
     for step in range(1, steps + 1):
         elapsed = 2.5 * step if clock == "real" else 1.0
@@ -173,7 +175,7 @@ def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 
                      "learning_rate": 1e-3 * (1 - (step - 1) / max(steps, max_steps)), "grad_norm": 4.0,
                      "tokens_seen": 260 * step, "tokens_per_s": 104.0 if clock == "real" else 5000.0,
                      "memory_mb": 2500.0, "memory_kind": "cpu_rss", "elapsed_s": elapsed, "epoch": step / 34})
-    (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (run_dir / TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     generator = np.random.default_rng(seed)
     tensors = {}
     for module in ALL_LINEAR:
@@ -182,11 +184,11 @@ def write_run(run_dir: str | Path, steps: int = 8, max_steps: int = 8, r: int = 
         tensors[f"{prefix}.lora_A.weight"] = generator.normal(0, 0.02, (r, 8)).astype(np.float32)
         tensors[f"{prefix}.lora_B.weight"] = (generator.normal(0, 0.02, (8, r)) if trained
                                               else np.zeros((8, r))).astype(np.float32)
-    save_file(tensors, str(run_dir / "adapter" / "adapter_model.safetensors"))
+    save_file(tensors, str(run_dir / ADAPTER_DIR / ADAPTER_WEIGHTS))
     adapter_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": lora_alpha,
                       "lora_dropout": 0.0, "target_modules": list(ALL_LINEAR), "bias": "none", "use_rslora": False}
-    (run_dir / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
-    (run_dir / "env.json").write_text(json.dumps({"device": "cpu", "engine": "unsloth", "synthetic": True,
+    (run_dir / ADAPTER_DIR / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+    (run_dir / RUN_ENV).write_text(json.dumps({"device": "cpu", "engine": "unsloth", "synthetic": True,
                                                   "launch": cfg.origin}), encoding="utf-8")
     return run_dir
 
@@ -280,17 +282,17 @@ def write_day3_project(folder: str | Path) -> Path:
     write_jsonl(built / "train.jsonl", chat_rows("训练", 60))
     write_jsonl(built / "val.jsonl", chat_rows("验证", 6))
     write_jsonl(built / "test.jsonl", chat_rows("测试", 12))
-    write_jsonl(built / "rejected.jsonl", [{"source": "chat.csv", "line": 3, "reason": "empty"}])
-    (built / "data_report.json").write_text(json.dumps({"splits": {"train": 60}}), encoding="utf-8")
-    (built / "data_report.md").write_text("# 数据报告\n", encoding="utf-8")
-    (built / "length_hist.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    write_jsonl(built / REJECTED, [{"source": "chat.csv", "line": 3, "reason": "empty"}])
+    (built / DATA_REPORT_JSON).write_text(json.dumps({"splits": {"train": 60}}), encoding="utf-8")
+    (built / DATA_REPORT_MD).write_text("# 数据报告\n", encoding="utf-8")
+    (built / LENGTH_HIST).write_bytes(b"\x89PNG\r\n\x1a\n")
     run = write_run(folder / "train" / "run")
-    plot_loss(read_train_log(run), run / "loss_curve.png")
+    plot_loss(read_train_log(run), run / LOSS_CURVE)
     for name in ("eval_val.json", "eval_test.json"):
         (run / name).write_text(json.dumps({"summary": {}}), encoding="utf-8")
     (folder / "deploy" / "loadtest").mkdir(parents=True, exist_ok=True)
     (folder / "deploy" / "client.py").write_text("from openai import OpenAI\n\nclient = OpenAI()\n", encoding="utf-8")
-    (folder / "deploy" / "loadtest" / "loadtest.json").write_text("{}", encoding="utf-8")
+    (folder / "deploy" / "loadtest" / LOADTEST_JSON).write_text("{}", encoding="utf-8")
     (folder / "README.md").write_text("# 项目\n<!-- env:start -->\n设备 cpu，训练引擎 unsloth\n<!-- env:end -->\n"
                                       "<!-- launch:start -->\nllmcourse serve config.yaml\n<!-- launch:end -->\n"
                                       "<!-- showcase:start -->\n微调后：4张\n<!-- showcase:end -->\n"

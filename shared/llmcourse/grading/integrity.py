@@ -51,6 +51,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from llmcourse.artifacts import (LogLineInvalid, read_train_log, ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, CHECKPOINT_DIR, RUN_CONFIG,
+                                 TRAIN_LOG)
 
 LOCKED_KEYS = ("grade", "solution", "locked", "task", "points")
 MAX_CLOCK_RESTARTS = 3       # resumed runs restart elapsed_s; more restarts than this is not a resume
@@ -258,20 +260,6 @@ def execution_flags(execution_dir: str | Path) -> list[Flag]:
     return flags
 
 
-def _read_log(path: Path) -> list[dict[str, Any]] | None:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            if not isinstance(row, dict):
-                return None
-            rows.append(row)
-    return rows
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -306,8 +294,8 @@ def _clock_problems(rows: list[dict]) -> list[str]:
 
 
 def _adapter_problems(run_dir: Path, cfg, losses: list[float]) -> list[str]:
-    adapter = run_dir / "adapter"
-    config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
+    adapter = run_dir / ADAPTER_DIR
+    config_file, weights = adapter / ADAPTER_CONFIG, adapter / ADAPTER_WEIGHTS
     if not (config_file.is_file() and weights.is_file()):
         return []
     from llmcourse.env.models import get_model
@@ -343,11 +331,12 @@ def training_run_problems(run_dir: str | Path) -> list[str]:
     from llmcourse.config import ConfigError, load_config
 
     run_dir = Path(run_dir)
-    log_path = run_dir / "train_log.jsonl"
+    log_path = run_dir / TRAIN_LOG
     if not log_path.is_file():
         return []
-    rows = _read_log(log_path)
-    if rows is None:
+    try:
+        rows = read_train_log(run_dir)
+    except LogLineInvalid:
         return ["train_log.jsonl 有无法解析的行（训练日志被手工修改过）"]
     if not rows:
         return []
@@ -358,7 +347,7 @@ def training_run_problems(run_dir: str | Path) -> list[str]:
         steps = []
     losses = [v for v in (_number(row.get("loss")) for row in rows) if v is not None]
     try:
-        cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+        cfg = load_config(run_dir / RUN_CONFIG) if (run_dir / RUN_CONFIG).is_file() else None
     except ConfigError:
         cfg = None
     if cfg is not None:
@@ -375,7 +364,7 @@ def training_run_problems(run_dir: str | Path) -> list[str]:
 
 def find_runs(folder: str | Path) -> list[Path]:
     """Training run folders (those holding a train_log.jsonl) inside a submission."""
-    return sorted(p.parent for p in Path(folder).rglob("train_log.jsonl") if "checkpoints" not in p.parts)
+    return sorted(p.parent for p in Path(folder).rglob(TRAIN_LOG) if CHECKPOINT_DIR not in p.parts)
 
 
 def run_flags(submission_dir: str | Path) -> list[Flag]:

@@ -43,7 +43,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +50,11 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from llmcourse.artifacts import COURSE_ROOT
+
+from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, COURSE_ROOT, DATA_REPORT_JSON,
+                                 DATA_REPORT_MD, LENGTH_HIST, LOADTEST_JSON, LOSS_CURVE, REJECTED, RUN_CONFIG,
+                                 RUN_ENV, TRAIN_LOG)
+from llmcourse.evaluation.scoring import keyfact_hits, label_match, squeeze
 
 RUBRIC_FILE = COURSE_ROOT / "grading" / "rubric.yaml"
 # The Day 3 project layout (see day3/README.md).
@@ -228,10 +231,6 @@ def _load_rows(path: Path):
         return None, str(exc).splitlines()[0] if exc.problems else str(exc)
 
 
-def _squeeze(text: str) -> str:
-    return re.sub(r"[\s\W_]+", "", text).lower()
-
-
 def data_evidence(folder: Path, settings: dict) -> dict:
     built = project_paths(folder)[0]
     splits = {name: _load_rows(built / f"{name}.jsonl") for name in ("train", "val", "test")}
@@ -243,8 +242,8 @@ def data_evidence(folder: Path, settings: dict) -> dict:
     short = [f"{name} {sizes[name]} < {minimum[name]}" for name in minimum if sizes[name] < minimum[name]]
     checks.append(Check.of("sizes", not short, "；".join(short) or f"行数 {sizes}"))
     if "train" in loaded and "test" in loaded:
-        seen = {_squeeze(e.question) for e in loaded["train"]}
-        leaked = [e.question for e in loaded["test"] if _squeeze(e.question) in seen]
+        seen = {squeeze(e.question) for e in loaded["train"]}
+        leaked = [e.question for e in loaded["test"] if squeeze(e.question) in seen]
         checks.append(Check.of("no_leakage", not leaked, f"测试集有 {len(leaked)} 个问题也在训练集里" if leaked else "无泄漏"))
     else:
         checks.append(Check.of("no_leakage", False, "缺少 train 或 test，无法检查"))
@@ -252,7 +251,7 @@ def data_evidence(folder: Path, settings: dict) -> dict:
     labelled = sum(1 for e in test if e.key_facts or e.meta.get("label"))
     checks.append(Check.of("test_labelled", labelled / len(test) if test else 0,
                            f"{labelled}/{len(test)} 条测试样本带 key_facts 或 label"))
-    rejected = built / "rejected.jsonl"
+    rejected = built / REJECTED
     if rejected.is_file():
         try:
             rows = [json.loads(line) for line in rejected.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -263,10 +262,10 @@ def data_evidence(folder: Path, settings: dict) -> dict:
     else:
         checks.append(Check.of("rejected_logged", False, "没有 rejected.jsonl"))
     report_ok, report_detail = False, "没有 data_report.json"
-    if (built / "data_report.json").is_file():
+    if (built / DATA_REPORT_JSON).is_file():
         try:
-            json.loads((built / "data_report.json").read_text(encoding="utf-8"))
-            missing = [n for n in ("data_report.md", "length_hist.png") if not (built / n).is_file()]
+            json.loads((built / DATA_REPORT_JSON).read_text(encoding="utf-8"))
+            missing = [n for n in (DATA_REPORT_MD, LENGTH_HIST) if not (built / n).is_file()]
             report_ok, report_detail = not missing, f"缺少 {missing}" if missing else "数据报告齐全"
         except json.JSONDecodeError:
             report_detail = "data_report.json 不是合法的 JSON"
@@ -306,7 +305,7 @@ def project_paths(folder: Path) -> tuple[Path, Path]:
         if built.is_relative_to(folder) and run.is_relative_to(folder):
             found.append((built, run))
     for built, run in found:
-        if (run / "train_log.jsonl").is_file():
+        if (run / TRAIN_LOG).is_file():
             return built, run
     return found[0] if found else (folder / BUILT, folder / RUN)
 
@@ -316,11 +315,11 @@ def fine_tuning_evidence(folder: Path, settings: dict) -> dict:
     from llmcourse.grading.integrity import training_run_problems
 
     run = project_paths(folder)[1]
-    artifacts = ["config.yaml", "train_log.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "loss_curve.png", "env.json"]
+    artifacts = [RUN_CONFIG, TRAIN_LOG, f"{ADAPTER_DIR}/{ADAPTER_CONFIG}", f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}",
+                 LOSS_CURVE, RUN_ENV]
     missing = [name for name in artifacts if not (run / name).is_file()]
     checks = [Check.of("artifacts", 1 - len(missing) / len(artifacts), f"缺少 {missing}" if missing else "产物齐全"),
-              _check_call("config", check_config, run / "config.yaml"),
+              _check_call("config", check_config, run / RUN_CONFIG),
               _check_call("train_log", check_train_log, run, min_steps=settings.get("min_steps", 5)),
               _check_call("adapter", check_adapter, run)]
     evals = [name for name in ("eval_val.json", "eval_test.json") if (run / name).is_file()]
@@ -345,25 +344,24 @@ def grading_config(folder: Path):
     from llmcourse.config import load_config
 
     run = project_paths(folder)[1]
-    cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(folder / "config.yaml")
+    cfg = load_config(run / RUN_CONFIG) if (run / RUN_CONFIG).is_file() else load_config(folder / "config.yaml")
     if cfg.model.path and not Path(cfg.model.path).exists():
         cfg.model.path = None  # a folder on the learner's machine: use this machine's copy of the model
     cfg.model.device = "auto"
     cfg.train.output_dir = str(run)
-    cfg.serve.adapter_dir = str(run / "adapter")
+    cfg.serve.adapter_dir = str(run / ADAPTER_DIR)
     cfg.infer.temperature = 0.0
     return cfg
 
 
 def answer_metric(examples, answers: list[str]) -> tuple[str, float]:
     """Key-fact hit rate when the rows carry key facts; else label accuracy (intent data)."""
-    from llmcourse.data.jsonl import keyfact_hits
     facts = sum(len(e.key_facts) for e in examples)
     if facts:
         return "keyfact_hit_rate", sum(keyfact_hits(a, e.key_facts) for e, a in zip(examples, answers)) / facts
     labelled = [(e.meta["label"], a) for e, a in zip(examples, answers) if e.meta.get("label")]
     if labelled:
-        return "label_accuracy", sum(_squeeze(label) in _squeeze(a) for label, a in labelled) / len(labelled)
+        return "label_accuracy", sum(label_match(label, a) for label, a in labelled) / len(labelled)
     return "none", 0.0
 
 
@@ -377,8 +375,8 @@ def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_d
     from llmcourse.data.jsonl import load_chat_jsonl
 
     built, run = project_paths(folder)
-    adapter = run / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
+    adapter = run / ADAPTER_DIR
+    if not (adapter / ADAPTER_CONFIG).is_file():
         return {"checks": [asdict(Check.of("heldout_gain", False, "没有训练好的适配器 train/run/adapter"))]}
     cfg = grading_config(folder)
     cfg.infer.max_tokens = settings.get("max_tokens", 48)
@@ -469,7 +467,7 @@ def _readme_checks(folder: Path, template: Path | None) -> list[Check]:
             return False
         mine = _readme_section(readme, name) or ""
         blank = (_readme_section(template, name) or "") if has_template else ""
-        return bool(mine) and _squeeze(mine) != _squeeze(blank)
+        return bool(mine) and squeeze(mine) != squeeze(blank)
 
     results = filled("results")
     checks = [Check.of("readme_results", results, "结果部分已填写" if results else
@@ -489,7 +487,7 @@ def deployment_evidence(folder: Path, settings: dict, template_readme: Path | No
     if run_api:
         api, transcript = _api_check(folder, settings)
         checks.append(api)
-    loadtest = folder / "deploy" / "loadtest" / "loadtest.json"
+    loadtest = folder / "deploy" / "loadtest" / LOADTEST_JSON
     try:
         json.loads(loadtest.read_text(encoding="utf-8"))
         checks.append(Check.of("loadtest", True, "有压测结果"))

@@ -55,12 +55,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from llmcourse.artifacts import COURSE_ROOT
+from llmcourse.artifacts import CHECKPOINT_DIR, COURSE_ROOT
 
 CONFIG_DIR = COURSE_ROOT / "grading"
 # Junk never copied into the autograded copy. Unlike the release's ignore list (nbgrader_config.py)
 # it lets the learner's artifacts through (runs/, my_lora_sft.yaml, data/built/, train/run/ ...).
-AUTOGRADE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.executed.ipynb", "checkpoints",
+AUTOGRADE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.executed.ipynb", CHECKPOINT_DIR,
                     "unsloth_compiled_cache", "__MACOSX", ".DS_Store"]
 # Project assignments: every file is the learner's own work, none is replaced by the source's copy.
 PROJECT_ASSIGNMENTS = {"day3"}

@@ -29,6 +29,7 @@ from llmcourse.config import CourseConfig
 from llmcourse.env.lane import cpu_has_native_bf16, resolve_device
 from llmcourse.env.models import get_model, guard_model_load
 from llmcourse.env.loading import torch_dtype, apply_template, resolve_model_path, use_course_template
+from llmcourse.artifacts import RUN_CONFIG
 
 
 @dataclass
@@ -293,7 +294,7 @@ class VLLMWorkerEngine:
             raise RuntimeError(VLLM_MISSING)
         self.cfg, self.adapter_dir = cfg, adapter_dir
         work = Path(tempfile.mkdtemp(prefix="llmcourse-vllm-"))
-        config_path = cfg.save(work / "config.yaml")
+        config_path = cfg.save(work / RUN_CONFIG)
         self.log_path = Path(log_path) if log_path else work / "vllm.log"
         command = [python, "-m", "llmcourse.inference.engines", "--worker", str(config_path)]
         if adapter_dir:

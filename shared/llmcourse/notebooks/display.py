@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llmcourse.env.models import REGISTRY
 from llmcourse.training.run import plot_loss, read_train_log
+from llmcourse.artifacts import GENERATIONS
 
 
 def _display(obj, **kwargs):
@@ -125,7 +126,7 @@ def show_side_by_side(out_dir: str | Path, count: int = 8, engine: str = "transf
     """Base and fine-tuned answers to the same cases, next to each other (from generations.jsonl)."""
     import json
 
-    rows = [json.loads(line) for line in (Path(out_dir) / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in (Path(out_dir) / GENERATIONS).read_text(encoding="utf-8").splitlines()]
     answers = {(r["model"], r["case_id"]): r for r in rows if r["engine"] == engine}
     cases = list(dict.fromkeys(r["case_id"] for r in rows))[:count]
     table = ["| 用例 | 问题 | 基座模型 | 微调后 |", "|---|---|---|---|"]

@@ -31,6 +31,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from llmcourse.artifacts import ADAPTER_CONFIG, BENCHMARK_CSV, HUMAN_SCORES, RUN_CONFIG
 
 DEFAULT_CASES = "data/default_cases.jsonl"
 # Where Day 1 runs live, seen from day2/: the no-code form's run first, then the code track's.
@@ -53,7 +54,7 @@ def split_facts(text: str) -> list[str]:
 def find_adapter(preferred: str | Path) -> Path | None:
     """``preferred`` if it holds an adapter, else the first Day 1 run that does (None: no Day 1 run yet)."""
     for candidate in (Path(preferred), *map(Path, DAY1_ADAPTERS)):
-        if (candidate / "adapter_config.json").is_file():
+        if (candidate / ADAPTER_CONFIG).is_file():
             return candidate
     return None
 
@@ -70,7 +71,7 @@ class EvaluationForm:
         import ipywidgets as w
 
         self.adapter_dir, self.submission, self.out = Path(adapter_dir), Path(submission_dir), Path(out_dir)
-        self.cases_file, self.scores_file = self.submission / "my_cases.jsonl", self.out / "human_scores.csv"
+        self.cases_file, self.scores_file = self.submission / "my_cases.jsonl", self.out / HUMAN_SCORES
         self.default_cases, self.max_cases = Path(default_cases), max_cases
         self.max_tokens, self.device = max_tokens, device
         self.sheet = None
@@ -197,7 +198,7 @@ class EvaluationForm:
         self.run_status.value = (f"运行中……（适配器：{adapter}；CPU 上每个模型约几十秒到几分钟）" if not in_grading()
                                  else "评分模式：复用已保存的结果")
         with self.run_output:
-            cfg = None if in_grading() else load_config(adapter.parent / "config.yaml", **{
+            cfg = None if in_grading() else load_config(adapter.parent / RUN_CONFIG, **{
                 "infer.max_tokens": self.max_tokens, "model.device": self.device})
             table = benchmark_or_reuse(cfg, self.all_cases(), adapter, self.out, engines=["transformers"])
             show_side_by_side(self.out, count=len(self._my_ids()) + 3)
@@ -310,7 +311,7 @@ class EvaluationForm:
 
         from llmcourse.evaluation.benchmark import plot_benchmark, summary_table
 
-        csv = self.out / "benchmark.csv"
+        csv = self.out / BENCHMARK_CSV
         if not csv.is_file():
             print(f"还没有结果 {csv}：先完成“运行对比”那一步，再运行这个单元格")
             return

@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from llmcourse.config import CourseConfig, build_config
-from llmcourse.data.jsonl import ChatExample, keyfact_hits, load_chat_jsonl
+from llmcourse.data.jsonl import ChatExample, load_chat_jsonl
+from llmcourse.evaluation.scoring import keyfact_hits
 from llmcourse.training.gpu_memory import estimate_training_memory
 from llmcourse.env.lane import library_version, resolve_device
 from llmcourse.env.models import get_model
 from llmcourse.env.vllm_lane import VLLM_LORA_RANKS, lora_rank
-from llmcourse.artifacts import in_grading
+from llmcourse.artifacts import ADAPTER_CONFIG, in_grading
 from llmcourse.env.loading import apply_template, torch_dtype
 from llmcourse.training.run import gradient_checkpointing, lora_config
 
@@ -642,7 +643,7 @@ def plot_logging(log: list[dict], choices=(1, 10, 500)):
 
 
 def adapter_rank(adapter_dir: str | Path) -> int:
-    config = Path(adapter_dir) / "adapter_config.json"
+    config = Path(adapter_dir) / ADAPTER_CONFIG
     if not config.is_file():
         raise FileNotFoundError(f"找不到 {config}：这不是一个 LoRA 适配器文件夹")
     return int(json.loads(config.read_text(encoding="utf-8"))["r"])

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-from llmcourse.artifacts import COURSE_ROOT
+from llmcourse.artifacts import COURSE_ROOT, LOADTEST_JSON, LOADTEST_MD, reuse_or_compute
 
 
 COLUMNS = {"concurrency": "并发数", "requests": "请求数", "errors": "错误数", "requests_per_s": "请求/秒",
@@ -103,18 +103,15 @@ def run_load_test(base_url: str, api_key: str, model: str, prompts: list[str], t
             raise RuntimeError(f"aiperf 在并发 {concurrency} 时失败（返回码 {done.returncode}），"
                                f"日志：{out_dir / f'aiperf_concurrency_{concurrency}.log'}\n{done.stderr[-1500:]}")
         rows.append(summarize_aiperf(export, concurrency))
-    (out_dir / "loadtest.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out_dir / "loadtest.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
+    (out_dir / LOADTEST_JSON).write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out_dir / LOADTEST_MD).write_text(markdown_table(rows) + "\n", encoding="utf-8")
     return rows
 
 
 def load_test_or_reuse(base_url: str, api_key: str, model: str, prompts: list[str], tokenizer: str | Path,
                        out_dir: str | Path, **kwargs) -> list[dict[str, Any]]:
     """:func:`run_load_test`, except under nbgrader with saved results: graders read, they do not re-measure."""
-    from llmcourse.artifacts import in_grading
-
-    saved = Path(out_dir) / "loadtest.json"
-    if in_grading() and saved.exists():
-        print(f"评分模式：复用已保存的压测结果 {saved}")
-        return json.loads(saved.read_text(encoding="utf-8"))
-    return run_load_test(base_url, api_key, model, prompts, tokenizer, out_dir, **kwargs)
+    saved = Path(out_dir) / LOADTEST_JSON
+    return reuse_or_compute("压测结果", saved, required=False,
+                            compute=lambda: run_load_test(base_url, api_key, model, prompts, tokenizer, out_dir, **kwargs),
+                            load=lambda: json.loads(saved.read_text(encoding="utf-8")))

@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmcourse.config import ConfigError, CourseConfig
+from llmcourse.artifacts import ADAPTER_CONFIG, ADAPTER_DIR, RUN_CONFIG
 
 API_KEY_ENV = "LLMCOURSE_API_KEY"
 MAX_BODY_BYTES = 1_000_000
@@ -78,8 +79,8 @@ def resolve_adapter(cfg: CourseConfig) -> Path | None:
     """The adapter folder to serve, or None for the base model; a missing folder is an error."""
     if not cfg.serve.use_adapter:
         return None
-    folder = Path(cfg.serve.adapter_dir or Path(cfg.train.output_dir) / "adapter")
-    if not (folder / "adapter_config.json").exists():
+    folder = Path(cfg.serve.adapter_dir or Path(cfg.train.output_dir) / ADAPTER_DIR)
+    if not (folder / ADAPTER_CONFIG).exists():
         raise ConfigError(f"找不到 LoRA 适配器：{folder}（先运行 llmcourse train，或设置 serve.adapter_dir；"
                           f"只想部署基座模型请设 serve.use_adapter=false）")
     return folder
@@ -409,7 +410,7 @@ def start_server(cfg: CourseConfig, port: int | None = None, api_key: str | None
     api_key = api_key or cfg.serve.api_key or os.environ.get(API_KEY_ENV) or f"sk-{secrets.token_hex(16)}"
     resolve_adapter(cfg)  # fail here, with the learner's message, not inside the subprocess
     work = Path(tempfile.mkdtemp(prefix="llmcourse-serve-"))
-    config_path = cfg.save(work / "config.yaml")
+    config_path = cfg.save(work / RUN_CONFIG)
     log_path = Path(log_path) if log_path else work / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "llmcourse.cli", "serve", str(config_path), f"serve.port={port}"]

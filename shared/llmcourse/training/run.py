@@ -52,9 +52,9 @@ from typing import Any, Callable
 from llmcourse.artifacts import in_grading  # also re-exported: released notebooks import it from here
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data.jsonl import ChatExample, load_chat_jsonl
-from llmcourse.env.lane import cpu_has_native_bf16, environment_report, library_version, resolve_device, unsloth_installed
-from llmcourse.env.loading import (apply_template, resolve_model_path, torch_dtype,  # re-exported for
-                                   training_dtype, use_course_template)  # released notebooks
+from llmcourse.env.lane import environment_report, library_version, resolve_device, unsloth_installed
+# apply_template and resolve_model_path are re-exported: notebooks released earlier import them from here.
+from llmcourse.env.loading import apply_template, resolve_model_path, training_dtype, use_course_template
 from llmcourse.env.models import get_model, guard_model_load
 
 LOG_FILE = "train_log.jsonl"
