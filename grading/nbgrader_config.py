@@ -25,8 +25,8 @@ c.CourseDirectory.db_url = f"sqlite:///{os.path.join(GRADING, 'gradebook.db')}"
 c.CourseDirectory.course_id = "llmcourse"
 # Learners' own runs and executed copies never go into a release (Day 3: data/built, train/run,
 # deploy/loadtest, report.md). `llmcourse grade autograde` narrows this list so that the learner's
-# artifacts do reach the autograded copy (see llmcourse.grading.workflow.AUTOGRADE_IGNORE).
-from llmcourse.notebooks.run import JUNK, LEARNER_ARTIFACTS  # noqa: E402  (the one list, shared with `make run`)
+# artifacts do reach the autograded copy (see llmcourse.artifacts.AUTOGRADE_IGNORE).
+from llmcourse.artifacts import JUNK, LEARNER_ARTIFACTS  # noqa: E402  (the one list, shared with `make run`)
 
 c.CourseDirectory.ignore = JUNK + LEARNER_ARTIFACTS
 

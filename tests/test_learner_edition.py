@@ -83,8 +83,9 @@ def test_every_answer_cell_shows_a_skeleton(edition):
 def autograded(path) -> bool:
     """Has test cells that nbgrader scores by itself (a notebook of manual answers only earns nothing
     automatically: Day 2's 02_acceleration; validating it would only start vLLM twice more)."""
-    return any(c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")
-               for c in nbformat.read(path, as_version=4).cells)
+    from llmcourse.grading.cells import has_autograder_tests
+
+    return has_autograder_tests(nbformat.read(path, as_version=4))
 
 
 def scripted(released_dir, source_dir, target_dir):

@@ -55,6 +55,20 @@ LOADTEST_JSON = "loadtest.json"
 LOADTEST_MD = "loadtest.md"
 PROJECT_REPORT = "report.md"
 
+# --- which files are whose: one list each (patterns on names, at any depth) ---
+# What a learner's own work creates inside a day folder: course runs leave these behind when they copy a
+# day (notebooks.run), nbgrader's release leaves them out (grading/nbgrader_config.py), so the learner edition
+# starts empty where the learner writes; the autograded copy keeps them (they are what is graded).
+LEARNER_ARTIFACTS = ["runs", "outputs", "*.executed.ipynb", "no_code_submission", "uploads", "my_lora_sft.yaml",
+                     "my_cases.jsonl",
+                     # Day 3's generated folders and files
+                     "built", "run", "run_*", "loadtest", "verify", PROJECT_REPORT, CONVERSATION, "server.log"]
+# Caches and OS leftovers: never in a release, a course copy or the autograded copy.
+JUNK = [".ipynb_checkpoints", "__pycache__", "*.pyc", CHECKPOINT_DIR, "unsloth_compiled_cache", "__MACOSX",
+        ".DS_Store"]
+# What the autograded copy of a submission leaves out: junk and executed copies of notebooks.
+AUTOGRADE_IGNORE = [*JUNK, "*.executed.ipynb"]
+
 T = TypeVar("T")
 
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from llmcourse.config import ConfigError, CourseConfig, load_config
-from llmcourse.artifacts import (LogLineInvalid, read_train_log, ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, BENCHMARK_CSV,
-                                 DATA_REPORT_JSON, GENERATIONS, LOADTEST_JSON, RUN_CONFIG, RUN_ENV, TRAIN_LOG)
+from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, BENCHMARK_CSV,
+                                 DATA_REPORT_JSON, GENERATIONS, LOADTEST_JSON, LogLineInvalid, RUN_CONFIG,
+                                 RUN_ENV, TRAIN_LOG, read_train_log)
 
 
 class CheckFailed(AssertionError):

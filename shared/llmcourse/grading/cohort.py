@@ -345,7 +345,7 @@ def real_submission(release_dir: str | Path, source_dir: str | Path, executed_di
     left in ``executed_dir`` (``llmcourse.notebooks.run.run_day``'s folder: ``runs/``, ``my_lora_sft.yaml``,
     ``my_cases.jsonl``, ``no_code_submission/`` ...). The executed notebooks themselves stay out.
     """
-    from llmcourse.notebooks.run import JUNK
+    from llmcourse.artifacts import JUNK
 
     release_dir, source_dir, folder = Path(release_dir), Path(source_dir), Path(folder)
     shutil.rmtree(folder, ignore_errors=True)

@@ -51,8 +51,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from llmcourse.artifacts import (LogLineInvalid, read_train_log, ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, CHECKPOINT_DIR, RUN_CONFIG,
-                                 TRAIN_LOG)
+from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, CHECKPOINT_DIR, LogLineInvalid,
+                                 RUN_CONFIG, TRAIN_LOG, read_train_log)
+from llmcourse.grading.cells import is_test_cell
 
 LOCKED_KEYS = ("grade", "solution", "locked", "task", "points")
 MAX_CLOCK_RESTARTS = 3       # resumed runs restart elapsed_s; more restarts than this is not a resume
@@ -214,7 +215,7 @@ def notebook_flags(release_path: str | Path, submitted_path: str | Path) -> list
         if not meta:
             continue
         grade_id, where = meta["grade_id"], f"{name}#{meta['grade_id']}"
-        is_test = meta.get("grade") and not meta.get("solution")
+        is_test = is_test_cell(cell)
         copies = marked.get(grade_id, [])
         if len(copies) > 1:
             flags.append(Flag("duplicate_cell", where, f"{grade_id} 出现了 {len(copies)} 次"))

@@ -13,7 +13,7 @@ Usage::
 Each day is nbgrader's release (:func:`llmcourse.grading.workflow.release`, the same command an instructor
 runs): solution regions become the skeletons written above them, hidden tests are removed, and the
 learner's own artifacts (runs/, my_cases.jsonl, Day 3's data/built, train/run ...; the list is
-:data:`llmcourse.notebooks.run.LEARNER_ARTIFACTS`) are left out, so the edition starts empty where the learner
+:data:`llmcourse.artifacts.LEARNER_ARTIFACTS`) are left out, so the edition starts empty where the learner
 writes. Nothing under ``grading/`` (held-out sets, rubric, gradebook) is copied.
 
 Rebuilding never deletes a learner's work: a day folder that already exists in ``out`` is moved to

@@ -38,6 +38,8 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode, default
 
+from llmcourse.grading.cells import has_autograder_tests  # also read by the tests from here
+
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 # A demo cell with this tag is not run while grading: it earns nothing and is slow (Day 1's PEFT demo
 # imports PEFT and wraps the model, ~15 s a learner). Cells with nbgrader metadata always run.
@@ -53,12 +55,6 @@ def output_size(msg_or_output: dict) -> int:
         size += len(value) if isinstance(value, str) else len(json.dumps(value))
     size += len(content.get("evalue", "") or "") + sum(len(line) for line in content.get("traceback", []) or [])
     return size
-
-
-def has_autograder_tests(nb) -> bool:
-    """True when a code cell of ``nb`` is an nbgrader test cell (graded, not an answer)."""
-    return any(c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-               and not c.metadata["nbgrader"].get("solution") for c in nb.cells)
 
 
 class GuardedExecute(Execute):

@@ -39,6 +39,7 @@ from typing import Any
 
 import nbformat
 
+from llmcourse.grading.cells import is_test_cell, nbgrader_meta
 from llmcourse.grading.integrity import Flag
 
 PARAMETER_TAGS = {"parameters", "injected-parameters"}
@@ -129,25 +130,16 @@ def read_names(source: str) -> set[str]:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _is_test(cell) -> bool:
-    meta = _meta(cell)
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
 def answer_sources(notebook) -> list[str]:
     """Parameters cells and answer (solution) code cells, in notebook order."""
     return [cell.source for cell in notebook.cells if cell.cell_type == "code"
-            and (PARAMETER_TAGS & set(cell.get("metadata", {}).get("tags", [])) or _meta(cell).get("solution"))]
+            and (PARAMETER_TAGS & set(cell.get("metadata", {}).get("tags", [])) or nbgrader_meta(cell).get("solution"))]
 
 
 def graded_cells(source_notebook: str | Path) -> list[tuple[str, str]]:
     """(grade_id, source) of every graded test cell of the instructor's notebook."""
     notebook = nbformat.read(source_notebook, as_version=4)
-    return [(_meta(cell)["grade_id"], cell.source) for cell in notebook.cells if _is_test(cell)]
+    return [(nbgrader_meta(cell)["grade_id"], cell.source) for cell in notebook.cells if is_test_cell(cell)]
 
 
 def recheck_notebook(source_notebook: str | Path, submitted_notebook: str | Path,
@@ -209,7 +201,7 @@ def shadowing(submitted_notebook: str | Path, source_notebook: str | Path) -> li
     watched = (_used_by_tests(Path(source_notebook)) | {"llmcourse", "checks", "CheckFailed", "_require"}) - answers
     findings = []
     for number, cell in enumerate(submitted.cells):
-        if cell.cell_type != "code" or _meta(cell).get("locked") or _is_test(cell):
+        if cell.cell_type != "code" or nbgrader_meta(cell).get("locked") or is_test_cell(cell):
             continue  # locked and test cells are put back from the release before grading
         try:
             tree = ast.parse(python_source(cell.source))
@@ -239,7 +231,7 @@ def shadowing(submitted_notebook: str | Path, source_notebook: str | Path) -> li
 
 def recheck_submission(course, assignment: str, student: str) -> list[Flag]:
     """Recheck one learner's autograded notebooks; zero the faked cells in the gradebook; return the flags."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from llmcourse.grading.gradebook import zero_grades
 
     folder = course.autograded_dir(student, assignment)
     flags: list[Flag] = []
@@ -259,17 +251,10 @@ def recheck_submission(course, assignment: str, student: str) -> list[Flag]:
                 flags.append(Flag("config_mismatch", f"{source.name}#{grade_id}", why.split(": ", 1)[1]))
             if why:
                 zeroed.append((source.stem, grade_id))
-    if not zeroed:
-        return flags
-    with Gradebook(course.db_url + "?timeout=60", course.course_id) as gradebook:
-        for notebook, grade_id in zeroed:
-            try:
-                grade = gradebook.find_grade(grade_id, notebook, assignment, student)
-            except MissingEntry:
-                continue
-            if (grade.auto_score or 0) > 0:
+    for notebook in sorted({notebook for notebook, _ in zeroed}):
+        ids = [grade_id for name, grade_id in zeroed if name == notebook]
+        for grade_id, score in zero_grades(course, assignment, student, notebook, ids).items():
+            if score > 0:
                 flags.append(Flag("check_faked", f"{notebook}.ipynb#{grade_id}",
-                                  f"学员内核里通过（{grade.auto_score:g} 分），评分程序独立重查没有通过，已记 0 分"))
-                grade.auto_score = 0.0
-        gradebook.db.commit()
+                                  f"学员内核里通过（{score:g} 分），评分程序独立重查没有通过，已记 0 分"))
     return flags

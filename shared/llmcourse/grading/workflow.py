@@ -55,13 +55,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from llmcourse.artifacts import CHECKPOINT_DIR, COURSE_ROOT
+from llmcourse.artifacts import AUTOGRADE_IGNORE, COURSE_ROOT
+from llmcourse.grading.gradebook import zero_grades
 
 CONFIG_DIR = COURSE_ROOT / "grading"
-# Junk never copied into the autograded copy. Unlike the release's ignore list (nbgrader_config.py)
-# it lets the learner's artifacts through (runs/, my_lora_sft.yaml, data/built/, train/run/ ...).
-AUTOGRADE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.executed.ipynb", CHECKPOINT_DIR,
-                    "unsloth_compiled_cache", "__MACOSX", ".DS_Store"]
 # Project assignments: every file is the learner's own work, none is replaced by the source's copy.
 PROJECT_ASSIGNMENTS = {"day3"}
 STUDENT_ID = re.compile(r"^\w[\w.-]{0,63}$")
@@ -412,12 +409,7 @@ class _Grader:
 
     def _zero(self, student: str, notebook: str, why: str) -> None:
         """A notebook nbgrader could not grade scores 0 (not missing) and its execution report says why."""
-        from nbgrader.api import Gradebook
-
-        with Gradebook(self.course.db_url + "?timeout=60", self.course.course_id) as gradebook:
-            for grade in gradebook.find_submission_notebook(notebook, self.assignment, student).grades:
-                grade.auto_score, grade.needs_manual_grade = 0, False
-            gradebook.db.commit()
+        zero_grades(self.course, self.assignment, student, notebook)
         folder = self.course.records_dir(self.assignment, student) / "execution"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{notebook}.json"

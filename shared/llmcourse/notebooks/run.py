@@ -15,16 +15,8 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from llmcourse.artifacts import CHECKPOINT_DIR, CONVERSATION, COURSE_ROOT, PROJECT_REPORT
+from llmcourse.artifacts import COURSE_ROOT, JUNK, LEARNER_ARTIFACTS
 
-# What a learner's own work creates inside a day folder (patterns on names, at any depth). The one list:
-# course runs leave these behind when they copy a day, nbgrader's release leaves them out
-# (grading/nbgrader_config.py), so the learner edition starts empty where the learner writes.
-LEARNER_ARTIFACTS = ["runs", "outputs", "*.executed.ipynb", "no_code_submission", "uploads", "my_lora_sft.yaml",
-                     "my_cases.jsonl",
-                     # Day 3's generated folders and files
-                     "built", "run", "run_*", "loadtest", "verify", PROJECT_REPORT, CONVERSATION, "server.log"]
-JUNK = [".ipynb_checkpoints", "__pycache__", "*.pyc", CHECKPOINT_DIR, "unsloth_compiled_cache"]
 SKIP = shutil.ignore_patterns(*LEARNER_ARTIFACTS, *JUNK)
 
 # Small enough for a 2-core CPU and CI, large enough for every check to mean something.
