@@ -197,14 +197,17 @@ def test_model_location_per_source(tmp_path):
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_cpu_training_avoids_checkpointing_and_uses_bf16_only_where_native(monkeypatch, native_bf16):
     import torch
-    if native_bf16 and not training.cpu_has_native_bf16():
+
+    from llmcourse.env import loading
+    from llmcourse.env.lane import cpu_has_native_bf16
+    if native_bf16 and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16")
     monkeypatch.setenv("LLMCOURSE_CPU_BF16", "1" if native_bf16 else "0")
     cfg = load_config(CPU_CONFIG)
     args = training._sft_args(cfg, "cpu", Path("/tmp/cpu-args"))
     assert args.use_cpu and args.bf16 == native_bf16 and not args.fp16 and not args.gradient_checkpointing
-    assert training.training_dtype(cfg, "cpu") == (torch.bfloat16 if native_bf16 else torch.float32)
-    assert training.torch_dtype(cfg, "cpu") == torch.float32  # inference stays fp32
+    assert loading.training_dtype(cfg, "cpu") == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert loading.torch_dtype(cfg, "cpu") == torch.float32  # inference stays fp32
     fixed = load_config(CPU_CONFIG, **{"model.dtype": "float32"})
     assert not training._sft_args(fixed, "cpu", Path("/tmp/cpu-args")).bf16
 
@@ -239,9 +242,10 @@ def test_lean_lm_head_gives_the_same_loss_gradients_and_metrics(monkeypatch, dty
     """One batch through our trainer with the LM head Unsloth installs, then with llmcourse.training.lm_head."""
     import torch
     from trl.trainer import utils as trl_utils
+    from llmcourse.env.lane import cpu_has_native_bf16
     from llmcourse.training import lm_head
 
-    if dtype == "bfloat16" and not training.cpu_has_native_bf16():
+    if dtype == "bfloat16" and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16")
     trainer, model, _, _ = unsloth_answer_only_trainer(**{"model.dtype": dtype,
                                                           "train.output_dir": "/tmp/llmcourse-head-probe"})

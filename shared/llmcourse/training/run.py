@@ -49,7 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from llmcourse.artifacts import in_grading  # also re-exported: released notebooks import it from here
+# in_grading and read_train_log are re-exported: released notebooks import them from here.
+from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, CHECKPOINT_DIR, LOSS_CURVE, RUN_CONFIG, RUN_ENV,
+                                 TRAIN_LOG, in_grading, read_train_log, reuse_or_compute)  # noqa: F401
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data.jsonl import ChatExample, load_chat_jsonl
 from llmcourse.env.lane import environment_report, library_version, resolve_device, unsloth_installed
@@ -57,7 +59,6 @@ from llmcourse.env.lane import environment_report, library_version, resolve_devi
 from llmcourse.env.loading import apply_template, resolve_model_path, training_dtype, use_course_template
 from llmcourse.env.models import get_model, guard_model_load
 
-LOG_FILE = "train_log.jsonl"
 # The validation curve: this many rows of data.eval_file, scored at about this many points of a run.
 # Small on purpose: one forward pass of 8 rows costs about a training step on the CPU stand-in.
 # Points at least EVAL_MIN_GAP steps apart, so Day 1's 8-step CI run scores 2 points (steps 4 and 8, ~6 % of
@@ -65,8 +66,6 @@ LOG_FILE = "train_log.jsonl"
 EVAL_ROWS = 8
 EVAL_POINTS = 4
 EVAL_MIN_GAP = 4
-ADAPTER_DIR = "adapter"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
@@ -305,7 +304,7 @@ def _prepare_output(cfg: CourseConfig, resume: bool) -> tuple[Path, str | None]:
 
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_FILE
+    log_path = out / TRAIN_LOG
     checkpoint = None
     if resume and (out / CHECKPOINT_DIR).is_dir():
         checkpoint = get_last_checkpoint(str(out / CHECKPOINT_DIR))
@@ -457,10 +456,10 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     resolved = cfg.model_copy(deep=True)
     resolved.train.engine, resolved.model.device = engine, device
     resolved.train.torch_compile = compile_layers
-    resolved.save(out / "config.yaml")
+    resolved.save(out / RUN_CONFIG)
     # "launch": the config file and overrides this run came from, so a grader can match run and submitted config.
     env = environment_report(device, engine) | {"launch": cfg.origin}
-    (out / "env.json").write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    (out / RUN_ENV).write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
     model_path = resolve_model_path(cfg)
     loader = _load_unsloth if engine == "unsloth" else _load_trl
@@ -474,7 +473,7 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     eval_dataset = build_dataset(eval_examples, engine, tokenizer, cfg) if eval_examples else None
     if eval_examples:
         extra["per_device_eval_batch_size"] = len(eval_examples)  # one forward pass per point
-    log_callback = _make_log_callback(out / LOG_FILE, device, on_log, counter)
+    log_callback = _make_log_callback(out / TRAIN_LOG, device, on_log, counter)
     with unhashed_datasets():
         trainer = SFTTrainer(
             model=model, processing_class=tokenizer, train_dataset=dataset, eval_dataset=eval_dataset,
@@ -508,29 +507,21 @@ def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None
     trainer.model.save_pretrained(out / ADAPTER_DIR)
     tokenizer.save_pretrained(out / ADAPTER_DIR)
     log = read_train_log(out)
-    plot_loss(log, out / "loss_curve.png")
+    plot_loss(log, out / LOSS_CURVE)
     return TrainResult(output_dir=out, engine=engine, device=device, steps=trainer.state.global_step, log=log)
 
 
 def train_or_reuse(cfg: CourseConfig, **kwargs) -> TrainResult:
     """:func:`train`, except under nbgrader, where the learner's saved run is reused as it is."""
     out = Path(cfg.train.output_dir)
-    if not in_grading():
-        return train(cfg, **kwargs)
-    if not (out / ADAPTER_DIR / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"评分模式：没有找到已保存的训练产物 {out}；请在提交前完整运行训练单元格")
-    print(f"评分模式：复用已保存的训练产物 {out}，不重新训练")
-    saved = load_config(out / "config.yaml")
-    log = read_train_log(out)
-    return TrainResult(output_dir=out, engine=saved.train.engine, device=saved.model.device,
-                       steps=log[-1]["step"] if log else 0, log=log)
 
+    def saved_run() -> TrainResult:
+        saved, log = load_config(out / RUN_CONFIG), read_train_log(out)
+        return TrainResult(output_dir=out, engine=saved.train.engine, device=saved.model.device,
+                           steps=log[-1]["step"] if log else 0, log=log)
 
-def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / LOG_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return reuse_or_compute("训练产物", out / ADAPTER_DIR / ADAPTER_CONFIG, compute=lambda: train(cfg, **kwargs),
+                            load=saved_run, hint="请在提交前完整运行训练单元格")
 
 
 def plot_loss(log: list[dict[str, Any]], path: str | Path | None = None, ax=None):
