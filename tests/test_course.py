@@ -1,4 +1,5 @@
-from llmcourse.notebooks.run import CI_PARAMETERS, CPU_PARAMETERS, ROOT, SKIP, copy_day
+from llmcourse.artifacts import COURSE_ROOT as ROOT
+from llmcourse.notebooks.run import CI_PARAMETERS, CPU_PARAMETERS, SKIP, copy_day
 
 
 def test_copy_day_copies_sources_and_leaves_learner_runs_behind(tmp_path):
