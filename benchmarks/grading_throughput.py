@@ -79,7 +79,8 @@ def executed_days(executed: Path | None, scratch: Path, days) -> Path:
 def grade_real_class(day: str, executed: Path, scratch: Path, count: int, workers: int, cell_timeout: int) -> dict:
     """Release ``day`` in a scratch course, collect ``count`` real submissions, autograde them: the numbers."""
     from llmcourse.grading.cohort import real_submission
-    from llmcourse.notebooks.run import ROOT, SKIP
+    from llmcourse.artifacts import COURSE_ROOT as ROOT
+    from llmcourse.notebooks.run import SKIP
     from llmcourse.grading.workflow import Course, Settings, autograde, collect, release
 
     course = Course(scratch / f"course-{day}")
