@@ -81,7 +81,7 @@ run: setup
 
 test: setup
 	bash .ci/install-chromium
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=25
 
 # The learner edition of every day -> learner/<day>/ (nbgrader's release; see llmcourse/grading/learner_edition.py)
 student: $(VENV)/.installed

@@ -22,6 +22,26 @@ def test_papermill_runs_every_day1_notebook(executed_course):
     assert "你的适配器文件：15.2 MB" in text  # r = 16, as the prose next to it says
 
 
+def test_the_notebooks_step_by_step_run_leaves_what_train_leaves(executed_course):
+    """02_lora_training trains cell by cell (TrainingRun + the library calls); 03_no_code through train().
+    Both runs hold the same files, the same env.json and config.yaml fields and the same kind of adapter."""
+    import yaml
+
+    runs = executed_course[0] / "day1" / "runs"
+    cells, helper = runs / "my_first_lora", runs / "no_code"
+
+    def contents(run):
+        files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+        env = json.loads((run / "env.json").read_text(encoding="utf-8"))
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        adapter = json.loads((run / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+        return files, sorted(env), {k: sorted(v) for k, v in config.items() if isinstance(v, dict)}, \
+            (adapter["peft_type"], adapter["task_type"], sorted(adapter["target_modules"]))
+
+    assert contents(cells) == contents(helper)
+    assert json.loads((cells / "env.json").read_text(encoding="utf-8"))["engine"] == "unsloth"
+
+
 
 
 

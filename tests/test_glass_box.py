@@ -35,3 +35,49 @@ def test_day2_calls_vllm_and_the_openai_client_in_cells():
     assert "history.append(" in source and "messages=history" in source, "no multi-turn exchange carrying history"
     assert ".usage" in source and "prompt_tokens" in source, "the usage tokens are never read"
     assert "server.stop()" in source, "the server the notebook starts is never stopped"
+
+
+def test_day1_builds_the_model_the_lora_and_the_trainer_in_cells_and_the_learner_calls_train():
+    """Day 1 02_lora_training: Unsloth's loader and LoRA, TRL's SFTTrainer and trainer.train() run in cells,
+    with the arguments the course's own train() uses; those cells are skipped under nbgrader and the saved
+    run is read back by a cell that is not."""
+    import ast
+    import json
+
+    from glass_box import ROOT, calls
+    from llmcourse.grading.nbgrader_plugins import SKIP_TAG
+
+    path = ROOT / "day1" / "02_lora_training.ipynb"
+    cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    sources = ["".join(c["source"]) for c in cells]
+    skipped = [SKIP_TAG in c["metadata"].get("tags", []) for c in cells]
+    nodes = [node for source in sources for node in ast.walk(ast.parse(source))]
+    imported = {(n.module, alias.name) for n in nodes if isinstance(n, ast.ImportFrom) for alias in n.names}
+    assert {("unsloth", "FastLanguageModel"), ("trl", "SFTTrainer"),
+            ("unsloth.chat_templates", "train_on_responses_only")} <= imported, imported
+
+    def cell_of(name, owner=None):  # the index of the cell that calls owner.name(...)
+        for index, source in enumerate(sources):
+            for n in ast.walk(ast.parse(source)):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name \
+                        and (owner is None or getattr(n.func.value, "id", None) == owner):
+                    return index
+                if owner is None and isinstance(n, ast.Call) and getattr(n.func, "id", None) == name:
+                    return index
+        raise AssertionError(f"{owner or ''}.{name}(...) is not called in a Day 1 code cell")
+
+    order = [cell_of("from_pretrained", "FastLanguageModel"), cell_of("get_peft_model", "FastLanguageModel"),
+             cell_of("SFTTrainer"), cell_of("train_on_responses_only"), cell_of("train", "trainer")]
+    assert order == sorted(order), "load → LoRA → SFTTrainer → train, in this order"
+    for index in order:
+        assert skipped[index], f"cell {index} trains or loads weights but runs under nbgrader"
+        assert calls(sources[index]), index
+    # the arguments come from the same builders train() uses (one code path): no hand-copied values
+    step_source = "\n".join(sources[order[0]: order[-1] + 1])
+    for builder in ("run.model_args()", "run.lora_args()", "run.trainer_args(tokenizer)", "run.response_parts()"):
+        assert builder in step_source, builder
+    training = ast.unparse(ast.parse((ROOT / "shared/llmcourse/training/run.py").read_text(encoding="utf-8")))
+    for builder in ("model_args(", "unsloth_lora_args(", "run.trainer_args(tokenizer)", "run.response_parts()"):
+        assert builder in training, builder
+    reread = [i for i, s in enumerate(sources) if "saved_run(cfg)" in s]
+    assert reread and not skipped[reread[0]] and reread[0] > order[-1], "no graded-time cell reads the saved run"

@@ -8,6 +8,9 @@ Usage::
     from llmcourse.training.run import train
     result = train(load_config("day1/configs/gemma3-270m_lora_sft.yaml"), on_log=print)
 
+    # the same, step by step, with the library calls in view (Day 1's notebook): see TrainingRun
+    run = TrainingRun.start(cfg)
+
 ``train.engine``: ``unsloth`` = ``FastLanguageModel`` + TRL ``SFTTrainer`` (Unsloth has a CPU
 mode); ``trl`` = ``AutoModelForCausalLM`` + PEFT ``LoraConfig`` + TRL ``SFTTrainer``;
 ``auto`` = Unsloth when installed, else TRL.
@@ -51,7 +54,8 @@ from typing import Any, Callable
 
 # in_grading and read_train_log are re-exported: released notebooks import them from here.
 from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, CHECKPOINT_DIR, LOSS_CURVE, RUN_CONFIG, RUN_ENV,
-                                 TRAIN_LOG, in_grading, read_train_log, reuse_or_compute)  # noqa: F401
+                                 TRAIN_LOG, ArtifactMissing, in_grading, read_train_log,
+                                 reuse_or_compute)  # noqa: F401
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data.jsonl import ChatExample, load_chat_jsonl
 from llmcourse.env.lane import environment_report, library_version, resolve_device, unsloth_installed
@@ -321,41 +325,67 @@ def _prepare_output(cfg: CourseConfig, resume: bool) -> tuple[Path, str | None]:
     return out, checkpoint
 
 
-def _load_unsloth(cfg: CourseConfig, model_path: str, device: str, compile_layers: bool = False):
-    """``compile_layers``: on a CPU, Unsloth compiles each decoder layer (torch.compile, Inductor C++);
-    where no C++ compiler is found it says so and trains eagerly. On a GPU Unsloth decides itself."""
-    from unsloth import FastLanguageModel
+def model_args(cfg: CourseConfig, engine: str, device: str, model_path: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of the base-model load: Unsloth's ``FastLanguageModel.from_pretrained`` or
+    transformers' ``AutoModelForCausalLM.from_pretrained`` (the names are theirs)."""
+    model_path = model_path or resolve_model_path(cfg)
+    dtype = training_dtype(cfg, device)
+    if engine == "unsloth":
+        return {"model_name": model_path, "max_seq_length": cfg.model.max_seq_length, "dtype": dtype,
+                "load_in_4bit": cfg.model.load_in_4bit, "full_finetuning": False}
+    return {"pretrained_model_name_or_path": model_path, "dtype": dtype,
+            "device_map": "auto" if device == "cuda" else None}
 
-    spec = get_model(cfg.model.name)
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=model_path, max_seq_length=cfg.model.max_seq_length, dtype=training_dtype(cfg, device),
-        load_in_4bit=cfg.model.load_in_4bit, full_finetuning=False)
+
+def peft_lora_args(cfg: CourseConfig) -> dict[str, Any]:
+    """The ``lora`` section as PEFT ``LoraConfig`` arguments (the config's field names are PEFT's)."""
     lora = cfg.lora
+    return {"r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout, "bias": lora.bias,
+            "target_modules": lora.target_modules or list(get_model(cfg.model.name).target_modules),
+            "use_rslora": lora.use_rslora}
+
+
+def unsloth_lora_args(cfg: CourseConfig, device: str) -> dict[str, Any]:
+    """The keyword arguments of Unsloth's ``FastLanguageModel.get_peft_model`` (after the model)."""
     checkpointing = gradient_checkpointing(cfg, device)
-    # Unsloth reads its CPU compile switch from the environment when it prepares the LoRA model.
+    return peft_lora_args(cfg) | {"use_gradient_checkpointing": "unsloth" if checkpointing else False,
+                                  "random_state": cfg.train.seed}
+
+
+@contextmanager
+def unsloth_compile_switch(device: str, compile_layers: bool):
+    """Unsloth reads its CPU compile switch (``UNSLOTH_CPU_COMPILE``) from the environment when it prepares
+    the LoRA model: set it for that call only."""
     previous = os.environ.get("UNSLOTH_CPU_COMPILE")
     if device == "cpu":
         os.environ["UNSLOTH_CPU_COMPILE"] = "1" if compile_layers else "0"
     try:
-        model = FastLanguageModel.get_peft_model(
-            model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
-            target_modules=lora.target_modules or list(spec.target_modules), use_rslora=lora.use_rslora,
-            use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=cfg.train.seed)
+        yield
     finally:
         if previous is None:
             os.environ.pop("UNSLOTH_CPU_COMPILE", None)
         else:
             os.environ["UNSLOTH_CPU_COMPILE"] = previous
+
+
+def _load_unsloth(cfg: CourseConfig, model_path: str, device: str, compile_layers: bool = False):
+    """``compile_layers``: on a CPU, Unsloth compiles each decoder layer (torch.compile, Inductor C++);
+    where no C++ compiler is found it says so and trains eagerly. On a GPU Unsloth decides itself."""
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(**model_args(cfg, "unsloth", device, model_path))
+    with unsloth_compile_switch(device, compile_layers):
+        model = FastLanguageModel.get_peft_model(model, **unsloth_lora_args(cfg, device))
     return model, use_course_template(tokenizer, cfg)
 
 
 def _load_trl(cfg: CourseConfig, model_path: str, device: str, compile_layers: bool = False):
-    """``compile_layers`` is handled by the trainer here (``SFTConfig.torch_compile``)."""
+    """``compile_layers`` is handled by the trainer here (``SFTConfig.torch_compile``); the LoRA is added by
+    ``SFTTrainer`` from ``peft_config``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=training_dtype(cfg, device),
-                                                 device_map="auto" if device == "cuda" else None)
+    model = AutoModelForCausalLM.from_pretrained(**model_args(cfg, "trl", device, model_path))
     return model, use_course_template(tokenizer, cfg)
 
 
@@ -363,14 +393,7 @@ def lora_config(cfg: CourseConfig):
     """The PEFT ``LoraConfig`` the config describes (field names are PEFT's)."""
     from peft import LoraConfig
 
-    lora = cfg.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, bias=lora.bias,
-                      target_modules=lora.target_modules or list(get_model(cfg.model.name).target_modules),
-                      use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
-
-
-
-
+    return LoraConfig(**peft_lora_args(cfg), task_type="CAUSAL_LM")
 
 
 class PaddingFreeCollator:
@@ -437,91 +460,182 @@ def unhashed_datasets():
         fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = original
 
 
-def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
-          callbacks: list | None = None) -> TrainResult:
-    """Fine-tune ``cfg.model`` with LoRA on ``cfg.data.train_file``; write the artifact contract."""
-    guard_model_load(f"训练 {cfg.model.name}")
-    engine = choose_engine(cfg.train.engine)
-    if engine == "unsloth":
-        import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
-    device = resolve_device(cfg.model.device)
-    examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)  # fail before loading a model
-    interval = eval_interval(cfg, len(examples))
-    eval_examples = evaluation_examples(cfg) if interval else []
-    if device == "cpu" and cfg.train.num_threads:
-        import torch
-        torch.set_num_threads(cfg.train.num_threads)
-    out, checkpoint = _prepare_output(cfg, resume)
-    compile_layers = _torch_compile(cfg, engine, device, len(examples))
-    resolved = cfg.model_copy(deep=True)
-    resolved.train.engine, resolved.model.device = engine, device
-    resolved.train.torch_compile = compile_layers
-    resolved.save(out / RUN_CONFIG)
-    # "launch": the config file and overrides this run came from, so a grader can match run and submitted config.
-    env = environment_report(device, engine) | {"launch": cfg.origin}
-    (out / RUN_ENV).write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+class TrainingRun:
+    """One training run, step by step: the steps :func:`train` takes, in the order Day 1's notebook shows them.
 
-    model_path = resolve_model_path(cfg)
-    loader = _load_unsloth if engine == "unsloth" else _load_trl
-    model, tokenizer = loader(cfg, model_path, device, compile_layers=compile_layers)
-    from trl import SFTTrainer
+    Usage (what :func:`train` does; ``day1/02_lora_training.ipynb`` runs the same calls in its cells)::
 
-    dataset = build_dataset(examples, engine, tokenizer, cfg)
-    extra = {"dataset_text_field": "text"} if engine == "unsloth" else \
-        {"completion_only_loss": cfg.train.assistant_only_loss, "torch_compile": compile_layers}
-    counter = TokenCounter()
-    eval_dataset = build_dataset(eval_examples, engine, tokenizer, cfg) if eval_examples else None
-    if eval_examples:
-        extra["per_device_eval_batch_size"] = len(eval_examples)  # one forward pass per point
-    log_callback = _make_log_callback(out / TRAIN_LOG, device, on_log, counter)
-    with unhashed_datasets():
-        trainer = SFTTrainer(
-            model=model, processing_class=tokenizer, train_dataset=dataset, eval_dataset=eval_dataset,
-            args=_sft_args(cfg, device, out, **extra), peft_config=None if engine == "unsloth" else lora_config(cfg),
-            callbacks=[log_callback, *(callbacks or [])])
-        if engine == "unsloth" and cfg.train.assistant_only_loss:
-            from unsloth.chat_templates import train_on_responses_only
-            spec = get_model(cfg.model.name)
-            trainer = train_on_responses_only(trainer, instruction_part=spec.instruction_part,
-                                              response_part=spec.response_part)
-    if _padding_free(cfg, engine, device) and "labels" in trainer.train_dataset.column_names:
-        trainer.data_collator = PaddingFreeCollator()
-    counter.watch(trainer)
-    if eval_dataset is not None and len(trainer.eval_dataset):  # Unsloth drops rows with no answer left
-        last = planned_steps(cfg, len(examples))
-        batches = list(trainer.get_eval_dataloader())  # collated once: every point scores the same tensors
-        log_callback.evaluate = lambda: evaluation_loss(trainer, batches)
-        log_callback.eval_at = lambda step: step % interval == 0 or step == last
-        log_callback.eval_rows = len(trainer.eval_dataset)
-    lean_head = engine == "unsloth" and device == "cpu" and os.environ.get("LLMCOURSE_LEAN_LM_HEAD", "1") != "0"
-    if lean_head:
-        from llmcourse.training.lm_head import use_lean_cpu_lm_head
-        use_lean_cpu_lm_head()
-    try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        if lean_head:
+        run = TrainingRun.start(cfg, on_log=print)   # chores: engine, device, run folder, config.yaml, env.json
+        from unsloth import FastLanguageModel
+        model, tokenizer = FastLanguageModel.from_pretrained(**run.model_args())
+        tokenizer = run.course_template(tokenizer)
+        with run.compile_switch():
+            model = FastLanguageModel.get_peft_model(model, **run.lora_args())
+        with unhashed_datasets():
+            trainer = SFTTrainer(model=model, processing_class=tokenizer, **run.trainer_args(tokenizer))
+            trainer = train_on_responses_only(trainer, **run.response_parts())  # Unsloth lane
+        run.attach(trainer)                           # chores: padding-free batches, token counts, validation
+        trainer.train(resume_from_checkpoint=run.checkpoint)
+        result = run.finish(trainer, tokenizer)       # adapter/, loss_curve.png -> TrainResult
+
+    On the PEFT + TRL lane (``run.engine == "trl"``) the model loads with ``AutoModelForCausalLM`` and
+    ``trainer_args`` carries the ``LoraConfig`` as ``peft_config``: SFTTrainer adds the LoRA itself.
+    """
+
+    def __init__(self, cfg: CourseConfig, engine: str, device: str, out: Path, checkpoint: str | None,
+                 examples: list[ChatExample], on_log: Callable[[dict], None] | None = None,
+                 callbacks: list | None = None):
+        self.cfg, self.engine, self.device, self.out, self.checkpoint = cfg, engine, device, out, checkpoint
+        self.examples, self.on_log, self.callbacks = examples, on_log, list(callbacks or [])
+        self.interval = eval_interval(cfg, len(examples))
+        self.eval_examples = evaluation_examples(cfg) if self.interval else []
+        self.compile_layers = _torch_compile(cfg, engine, device, len(examples))
+        self.model_path = resolve_model_path(cfg)
+        self.counter = TokenCounter()
+        self.log_callback = _make_log_callback(out / TRAIN_LOG, device, lambda row: self.on_log and self.on_log(row),
+                                               self.counter)
+        self.lean_head = False
+
+    def __repr__(self) -> str:
+        return (f"TrainingRun(engine={self.engine!r}, device={self.device!r}, model={self.model_path!r}, "
+                f"rows={len(self.examples)}, output_dir={str(self.out)!r}, resume_from={self.checkpoint!r})")
+
+    @classmethod
+    def start(cls, cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
+              callbacks: list | None = None) -> "TrainingRun":
+        """Choose engine and device, read the training data (fails before any model load), create the run
+        folder (on ``resume`` find the last checkpoint) and write ``config.yaml`` and ``env.json``."""
+        guard_model_load(f"训练 {cfg.model.name}")
+        engine = choose_engine(cfg.train.engine)
+        if engine == "unsloth":
+            import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
+        device = resolve_device(cfg.model.device)
+        examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)
+        if device == "cpu" and cfg.train.num_threads:
+            import torch
+            torch.set_num_threads(cfg.train.num_threads)
+        out, checkpoint = _prepare_output(cfg, resume)
+        run = cls(cfg, engine, device, out, checkpoint, examples, on_log, callbacks)
+        resolved = cfg.model_copy(deep=True)
+        resolved.train.engine, resolved.model.device = engine, device
+        resolved.train.torch_compile = run.compile_layers
+        resolved.save(out / RUN_CONFIG)
+        # "launch": the config file and overrides this run came from, so a grader can match run and submitted config.
+        env = environment_report(device, engine) | {"launch": cfg.origin}
+        (out / RUN_ENV).write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        return run
+
+    def model_args(self) -> dict[str, Any]:
+        """Arguments of ``FastLanguageModel.from_pretrained`` (Unsloth) / ``AutoModelForCausalLM.from_pretrained``."""
+        return model_args(self.cfg, self.engine, self.device, self.model_path)
+
+    def course_template(self, tokenizer):
+        """The tokenizer with the course's chat template where the model has none (a base model)."""
+        return use_course_template(tokenizer, self.cfg)
+
+    def compile_switch(self):
+        """Context for Unsloth's ``get_peft_model``: whether it compiles the decoder layers on a CPU."""
+        return unsloth_compile_switch(self.device, self.compile_layers)
+
+    def lora_args(self) -> dict[str, Any]:
+        """Arguments of Unsloth's ``FastLanguageModel.get_peft_model`` / PEFT's ``LoraConfig``."""
+        return unsloth_lora_args(self.cfg, self.device) if self.engine == "unsloth" else \
+            peft_lora_args(self.cfg) | {"task_type": "CAUSAL_LM"}
+
+    def trainer_args(self, tokenizer) -> dict[str, Any]:
+        """``SFTTrainer`` arguments besides model and tokenizer: the datasets, the ``SFTConfig`` built from the
+        ``train`` section, the callback that writes ``train_log.jsonl`` and, on the TRL lane, ``peft_config``."""
+        cfg = self.cfg
+        extra = {"dataset_text_field": "text"} if self.engine == "unsloth" else \
+            {"completion_only_loss": cfg.train.assistant_only_loss, "torch_compile": self.compile_layers}
+        eval_dataset = build_dataset(self.eval_examples, self.engine, tokenizer, cfg) if self.eval_examples else None
+        if self.eval_examples:
+            extra["per_device_eval_batch_size"] = len(self.eval_examples)  # one forward pass per point
+        return {"train_dataset": build_dataset(self.examples, self.engine, tokenizer, cfg),
+                "eval_dataset": eval_dataset, "args": _sft_args(cfg, self.device, self.out, **extra),
+                "peft_config": None if self.engine == "unsloth" else lora_config(cfg),
+                "callbacks": [self.log_callback, *self.callbacks]}
+
+    def response_parts(self) -> dict[str, str]:
+        """``instruction_part`` / ``response_part`` for Unsloth's ``train_on_responses_only``: the chat
+        template's markers of a user turn and of the model's answer."""
+        spec = get_model(self.cfg.model.name)
+        return {"instruction_part": spec.instruction_part, "response_part": spec.response_part}
+
+    def attach(self, trainer) -> None:
+        """The CPU speed-ups and the bookkeeping around ``trainer``: padding-free batches, token counts, the
+        validation points of the log, the lean LM head (each measured in ``make bench``)."""
+        cfg = self.cfg
+        if _padding_free(cfg, self.engine, self.device) and "labels" in trainer.train_dataset.column_names:
+            trainer.data_collator = PaddingFreeCollator()
+        self.counter.watch(trainer)
+        if trainer.eval_dataset is not None and len(trainer.eval_dataset):  # Unsloth drops rows with no answer left
+            last, interval = planned_steps(cfg, len(self.examples)), self.interval
+            batches = list(trainer.get_eval_dataloader())  # collated once: every point scores the same tensors
+            self.log_callback.evaluate = lambda: evaluation_loss(trainer, batches)
+            self.log_callback.eval_at = lambda step: step % interval == 0 or step == last
+            self.log_callback.eval_rows = len(trainer.eval_dataset)
+        self.lean_head = self.engine == "unsloth" and self.device == "cpu" and \
+            os.environ.get("LLMCOURSE_LEAN_LM_HEAD", "1") != "0"
+        if self.lean_head:
+            from llmcourse.training.lm_head import use_lean_cpu_lm_head
+            use_lean_cpu_lm_head()
+
+    def release(self) -> None:
+        """Free the lean LM head's buffers (after training, also after a failed one)."""
+        if self.lean_head:
             from llmcourse.training.lm_head import release_buffers
             release_buffers()
+            self.lean_head = False
 
-    trainer.model.save_pretrained(out / ADAPTER_DIR)
-    tokenizer.save_pretrained(out / ADAPTER_DIR)
-    log = read_train_log(out)
-    plot_loss(log, out / LOSS_CURVE)
-    return TrainResult(output_dir=out, engine=engine, device=device, steps=trainer.state.global_step, log=log)
+    def finish(self, trainer, tokenizer) -> TrainResult:
+        """Save the adapter and tokenizer, draw the loss curve; the run as a :class:`TrainResult`."""
+        self.release()
+        trainer.model.save_pretrained(self.out / ADAPTER_DIR)
+        tokenizer.save_pretrained(self.out / ADAPTER_DIR)
+        log = read_train_log(self.out)
+        plot_loss(log, self.out / LOSS_CURVE)
+        return TrainResult(output_dir=self.out, engine=self.engine, device=self.device,
+                           steps=trainer.state.global_step, log=log)
+
+
+def train(cfg: CourseConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None,
+          callbacks: list | None = None) -> TrainResult:
+    """Fine-tune ``cfg.model`` with LoRA on ``cfg.data.train_file``; write the artifact contract.
+    The steps of :class:`TrainingRun`, one after the other."""
+    run = TrainingRun.start(cfg, resume=resume, on_log=on_log, callbacks=callbacks)
+    from trl import SFTTrainer
+
+    loader = _load_unsloth if run.engine == "unsloth" else _load_trl  # the notebook's cells, as functions
+    model, tokenizer = loader(cfg, run.model_path, run.device, compile_layers=run.compile_layers)
+    with unhashed_datasets():
+        trainer = SFTTrainer(model=model, processing_class=tokenizer, **run.trainer_args(tokenizer))
+        if run.engine == "unsloth" and cfg.train.assistant_only_loss:
+            from unsloth.chat_templates import train_on_responses_only
+            trainer = train_on_responses_only(trainer, **run.response_parts())
+    run.attach(trainer)
+    try:
+        trainer.train(resume_from_checkpoint=run.checkpoint)
+    finally:
+        run.release()
+    return run.finish(trainer, tokenizer)
+
+
+def saved_run(cfg: CourseConfig) -> TrainResult:
+    """The run saved in ``train.output_dir``, read back from its files (no model is loaded)."""
+    out = Path(cfg.train.output_dir)
+    if not (out / ADAPTER_DIR / ADAPTER_CONFIG).is_file():
+        raise ArtifactMissing(f"没有找到训练产物：{out / ADAPTER_DIR / ADAPTER_CONFIG}；请先完整运行上面的训练单元格")
+    saved, log = load_config(out / RUN_CONFIG), read_train_log(out)
+    return TrainResult(output_dir=out, engine=saved.train.engine, device=saved.model.device,
+                       steps=log[-1]["step"] if log else 0, log=log)
 
 
 def train_or_reuse(cfg: CourseConfig, **kwargs) -> TrainResult:
     """:func:`train`, except under nbgrader, where the learner's saved run is reused as it is."""
     out = Path(cfg.train.output_dir)
-
-    def saved_run() -> TrainResult:
-        saved, log = load_config(out / RUN_CONFIG), read_train_log(out)
-        return TrainResult(output_dir=out, engine=saved.train.engine, device=saved.model.device,
-                           steps=log[-1]["step"] if log else 0, log=log)
-
     return reuse_or_compute("训练产物", out / ADAPTER_DIR / ADAPTER_CONFIG, compute=lambda: train(cfg, **kwargs),
-                            load=saved_run, hint="请在提交前完整运行训练单元格")
+                            load=lambda: saved_run(cfg), hint="请在提交前完整运行训练单元格")
 
 
 def plot_loss(log: list[dict[str, Any]], path: str | Path | None = None, ax=None):
