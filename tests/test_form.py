@@ -104,3 +104,17 @@ def test_start_training_writes_the_evidence(form):
     assert status["steps"] == 5 and status["started_at"] <= status["finished_at"]
     assert "训练完成" in form.status.value
     assert form.plot.value[:8] == b"\x89PNG\r\n\x1a\n"  # the live loss curve was drawn
+
+
+def test_labels_tooltips_and_choices_come_from_the_schema(tmp_path, monkeypatch):
+    from llmcourse.config_docs import field_help, field_info
+    monkeypatch.chdir(tmp_path)
+    info = field_info("lora.r")
+    monkeypatch.setattr(info, "title", "秩（测试）")
+    monkeypatch.setattr(info, "description", "换过的说明")
+    monkeypatch.setattr(info, "json_schema_extra", {"suggested": [8, 16, 24]})
+    form = TrainingForm(run_dir="runs/no_code", submission_dir="sub")
+    assert form.rank.description == "秩（测试）" and form.rank.tooltip == field_help("lora.r")
+    assert "换过的说明" in form.rank.tooltip and [value for _, value in form.rank.options] == [8, 16, 24]
+    assert form.alpha.max == field_info("lora.lora_alpha").metadata[-1].le  # the schema's range
+    assert form.learning_rate.description == field_info("train.learning_rate").title

@@ -81,3 +81,60 @@ def test_day1_builds_the_model_the_lora_and_the_trainer_in_cells_and_the_learner
         assert builder in training, builder
     reread = [i for i, s in enumerate(sources) if "saved_run(cfg)" in s]
     assert reread and not skipped[reread[0]] and reread[0] > order[-1], "no graded-time cell reads the saved run"
+
+
+def test_each_day3_notebook_has_a_step_the_learner_writes_with_the_real_call():
+    """Day 3: every notebook has a solution region (nbgrader source) in a cell that makes the step's real call,
+    whose learner edition (the cell without the region) still shows that call's shape; 03_deploy's
+    conversation goes through the openai client in that cell, and no cell that needs the server runs under
+    nbgrader (the saved conversation is reused)."""
+    import ast
+    import json
+    import re
+
+    from glass_box import ROOT
+    from llmcourse.grading.nbgrader_plugins import SKIP_TAG
+
+    region = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION\n?", re.DOTALL)
+
+    def called(source):  # {name: [keyword names of each call]} for plain and attribute calls
+        found = {}
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                found.setdefault(name, []).append({k.arg for k in node.keywords})
+        return found
+
+    # notebook: (calls the solution region makes, calls the cell makes outside it: the learner sees them)
+    wanted = {"01_data.ipynb": (set(), {"load_config", "build_or_reuse"}),
+              "02_train.ipynb": ({"LoraConfig"}, {"LoraConfig", "config_with_lora", "train_or_reuse"}),
+              "03_deploy.ipynb": ({"OpenAI", "create"}, {"OpenAI"}),
+              "04_verify.ipynb": ({"groupby", "mean"}, set())}
+    for name, (in_region, in_skeleton) in wanted.items():
+        cells = json.loads((ROOT / "day3" / name).read_text(encoding="utf-8"))["cells"]
+        answers = [(c, "".join(c["source"])) for c in cells if c["cell_type"] == "code"
+                   and c["metadata"].get("nbgrader", {}).get("solution") and region.search("".join(c["source"]))]
+        assert answers, f"{name}: no solution region in a code cell"
+        ok = []
+        for cell, source in answers:
+            solution = "\n".join(region.findall(source))
+            skeleton = region.sub("", source)
+            assert solution.strip() and skeleton.strip(), name
+            ok.append(in_region <= set(called(solution)) and in_skeleton <= set(called(skeleton)))
+        assert any(ok), f"{name}: no learner-written step with the real call ({in_region} / {in_skeleton})"
+
+    cells = json.loads((ROOT / "day3" / "03_deploy.ipynb").read_text(encoding="utf-8"))["cells"]
+    code = [(c, "".join(c["source"])) for c in cells if c["cell_type"] == "code"]
+    [(_, chat)] = [(c, s) for c, s in code if c["metadata"].get("nbgrader", {}).get("grade_id") == "write_chat"]
+    solution = called("\n".join(region.findall(chat)))
+    imported = {(n.module, a.name) for n in ast.walk(ast.parse(chat)) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("openai", "OpenAI") in imported, imported
+    assert any({"base_url", "api_key"} <= kw for kw in solution["OpenAI"]), solution["OpenAI"]
+    assert all({"model", "messages"} <= kw for kw in solution["create"]), solution["create"]
+    assert "messages=history" in chat and "history +=" in chat, "the follow-up must carry the history"
+    for cell, source in code:  # the server is started, used and stopped only outside grading
+        if any(call in source for call in ("start_server(", "server.base_url", "server.stop(")):
+            assert SKIP_TAG in cell["metadata"].get("tags", []), source[:80]
+    assert any("conversation_or_reuse(lambda: server, chat" in s and SKIP_TAG not in c["metadata"].get("tags", [])
+               for c, s in code), "the conversation is not saved (or not reused under nbgrader)"
+    assert not any(s.lstrip().startswith("!") and "client.py" in s for _, s in code), "still only through client.py"

@@ -309,3 +309,43 @@ def test_compiled_cpu_training(tmp_path):
     assert load_config(tmp_path / "config.yaml").train.torch_compile is True
     plain = load_config(CPU_CONFIG, **{**SMALL, "train.output_dir": str(tmp_path / "plain")})
     assert training._torch_compile(plain, "unsloth", "cpu", 16) is False
+
+
+def test_a_run_started_while_grading_refuses_to_train_and_writes_nothing(tmp_path, monkeypatch):
+    """nbgrader's validator runs the skip-when-grading cells too: starting a run there must not overwrite the
+    learner's saved one."""
+    from llmcourse.artifacts import GRADING_ENV, RecomputeRefused
+
+    monkeypatch.setenv(GRADING_ENV, "1")
+    cfg = load_config(CPU_CONFIG, **{"train.output_dir": str(tmp_path / "run")})
+    with pytest.raises(RecomputeRefused, match="不重新训练"):
+        training.TrainingRun.start(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_train_one_run_that_rank_0_writes(trl_python, tmp_path):
+    """`torchrun --nproc_per_node 2 -m llmcourse.cli train` (gloo on the CPU): the same files as one process,
+    one log row per step saying 2 processes, token counts summed over both, one summary line."""
+    common = (str(CPU_CONFIG), "train.engine=trl", "train.max_steps=2", "data.max_samples=8", "train.logging_steps=1")
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run_cli("train", *common, f"train.output_dir={one}", python=trl_python)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = Path(trl_python).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "llmcourse.cli", "train",
+                           *common, f"train.output_dir={two}"], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("训练完成") == 1 and "2 个进程" in done.stdout, done.stdout
+
+    def files(run):
+        return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+
+    assert files(two) == files(one)
+    assert json.loads((two / "env.json").read_text())["processes"] == 2
+    assert json.loads((one / "env.json").read_text())["processes"] == 1
+    logs = {run: [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()] for run in (one, two)}
+    assert [row["step"] for row in logs[two]] == [1, 2] and {row["processes"] for row in logs[two]} == {2}
+    # each step trains twice the rows: the counts of both processes are in the log, not rank 0's alone
+    assert logs[two][0]["real_tokens_seen"] > 1.5 * logs[one][0]["real_tokens_seen"]
+    assert logs[two][-1]["eval_rows"] == training.EVAL_ROWS and 0 < logs[two][-1]["eval_loss"] < 20

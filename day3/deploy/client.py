@@ -21,17 +21,11 @@ import time
 from pathlib import Path
 
 from llmcourse.config import ConfigError, load_config
-from llmcourse.evaluation.project import save_conversation
+from llmcourse.evaluation.project import DEFAULT_QUESTIONS, save_conversation
 from openai import APIConnectionError, APIStatusError, OpenAI
 
 HERE = Path(__file__).resolve().parent
-# Per data.scenario; the follow-up only makes sense after the first turn ("那生鲜商品呢？" asks the
-# same thing about fresh food). Your own project: pass your questions on the command line.
-DEFAULT_QUESTIONS = {
-    "faq": ["日用品不想要了，多少天内可以退？", "那生鲜商品呢？"],
-    "intent": ["我昨天下的单怎么还没送到？", "那我不要了，能退款吗？"],
-    "domain_qa": ["XN-5 可以装在户外吗？", "那卧室里呢？"],
-}
+# DEFAULT_QUESTIONS (per data.scenario) are the ones 03_deploy asks too; your own project: pass yours on the command line.
 
 
 def converse(client: OpenAI, model: str, questions: list[str], system: str | None, max_tokens: int) -> list[dict]:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from llmcourse.errors import CourseError
+
 # The checkout's root (day1/, day2/, grading/, pyproject.toml): this file is shared/llmcourse/artifacts.py.
 COURSE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,11 +83,16 @@ def eval_file(split: str) -> str:
     return EVAL_FILE.format(split=split)
 
 
-class ArtifactMissing(FileNotFoundError):
+class ArtifactMissing(CourseError, FileNotFoundError):
     """Under nbgrader, a step found none of the artifacts it must reuse (the learner did not run it)."""
 
 
-class LogLineInvalid(ValueError):
+class RecomputeRefused(CourseError, RuntimeError):
+    """Under nbgrader a step that recomputes, and so overwrites, a learner's saved artifacts was started: the
+    cell that does it is tagged ``skip-when-grading``, but nbgrader's validator runs every cell."""
+
+
+class LogLineInvalid(CourseError, ValueError):
     """A train_log.jsonl line is not a JSON object: training never writes one, so the log was edited."""
 
     def __init__(self, path: Path, line: int):

@@ -15,8 +15,10 @@ Usage::
     llmcourse student --out learner                         # the learner edition of every day (make student)
     llmcourse grade release|collect|autograde|feedback|export ...   # instructors; see grading/README.md
 
-Overrides are ``section.field=value`` and use the config's field names. Errors are printed
-as one readable message (no traceback) and the exit status is 2.
+Overrides are ``section.field=value`` and use the config's field names. A mistake the user can fix
+(a :class:`llmcourse.errors.CourseError`: config, data, paths, a missing run or package) and a usage
+error are printed as one message, ``错误：…``, with exit status 2; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ import argparse
 import json
 import sys
 
-from llmcourse.config import ConfigError, load_config_with_cli_overrides
-from llmcourse.data.jsonl import DataError
+from llmcourse.config import load_config_with_cli_overrides
+from llmcourse.errors import CourseError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in the CLI's one format: ``错误：…`` first, then the usage; exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"错误：{message}\n{self.format_usage()}")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmcourse", description="LoRA fine-tuning course helpers")
+    # subparsers are built with the parent's class, so every level reports usage errors the same way
+    parser = _Parser(prog="llmcourse", description="LoRA fine-tuning course helpers")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="show the lane, versions, engines and what to fix")
     prepare = sub.add_parser("prepare-model", help="convert a stand-in model once into the cache")
@@ -73,10 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a usage error exits 2 here (argparse's own message)
     try:
         return _run(args)
-    except (ConfigError, DataError, ConnectionError) as exc:
+    # Every mistake a user can fix is a CourseError; anything else is a bug and keeps its traceback.
+    except CourseError as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
 
@@ -98,29 +109,40 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summarize(load_chat_jsonl(args.path)), ensure_ascii=False, indent=2))
         return 0
     if args.command == "data":  # the only data subcommand so far: build
+        cfg = load_config_with_cli_overrides(args.config, args.overrides)  # a bad config fails before heavy imports
         from llmcourse.data.build import build_dataset_from_config
-        print(build_dataset_from_config(load_config_with_cli_overrides(args.config, args.overrides)).summary_line())
+        print(build_dataset_from_config(cfg).summary_line())
         return 0
     if args.command == "train":
+        cfg = load_config_with_cli_overrides(args.config, args.overrides)  # before importing torch and TRL
+        from llmcourse.data.jsonl import load_chat_jsonl
+        load_chat_jsonl(cfg.data.train_file)  # bad data, too, is one message before the libraries' import noise
         from llmcourse.training.run import train
-        result = train(load_config_with_cli_overrides(args.config, args.overrides), resume=args.resume)
+        from llmcourse.training.parallel import is_main_process, processes
+        result = train(cfg, resume=args.resume)
         losses = result.losses
-        print(f"训练完成：{result.steps} 步，引擎 {result.engine}，设备 {result.device}；"
-              f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
+        if is_main_process():  # under torchrun every process gets here; one summary
+            print(f"训练完成：{result.steps} 步，引擎 {result.engine}，设备 {result.device}，{processes()} 个进程；"
+                  f"loss {losses[0]:.3f} → {losses[-1]:.3f}；产物在 {result.output_dir}")
         return 0
     if args.command == "run-course":
         from llmcourse.notebooks.run import CI_PARAMETERS, CPU_PARAMETERS, DAYS, run_day
         parameters = CPU_PARAMETERS if args.profile == "cpu" else CI_PARAMETERS
+        unknown = [day for day in args.days or [] if day not in DAYS]
+        if unknown:  # checked before any day runs: a typo in the last day should not cost the first ones
+            raise InputError(f"--days 里有未知的课程日 {', '.join(unknown)}；可选：{' '.join(DAYS)}")
         for day in args.days or DAYS:
             run_day(day, args.out, parameters.get(day))
         return 0
     if args.command == "serve":
+        cfg = load_config_with_cli_overrides(args.config, args.overrides)
         from llmcourse.serving.server import serve
-        serve(load_config_with_cli_overrides(args.config, args.overrides))
+        serve(cfg)
         return 0
     if args.command == "chat":
+        cfg = load_config_with_cli_overrides(args.config, [])
         from llmcourse.serving.chat import print_conversation
-        print_conversation(load_config_with_cli_overrides(args.config, []), args.questions, base_url=args.base_url)
+        print_conversation(cfg, args.questions, base_url=args.base_url)
         return 0
     if args.command == "evaluate":
         from llmcourse.evaluation.ask import evaluate_run

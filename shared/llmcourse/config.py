@@ -37,9 +37,10 @@ from pydantic import (
 )
 
 from llmcourse.env.models import MODEL_NAMES
+from llmcourse.errors import CourseError
 
 
-class ConfigError(ValueError):
+class ConfigError(CourseError, ValueError):
     """A config that cannot be used; the message says what to fix."""
 
 
@@ -48,14 +49,21 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    name: str = "gemma3-270m"
-    source: Literal["hf", "modelscope", "local"] = "local"
-    path: str | None = None  # a local folder that overrides the registry's location
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    load_in_4bit: bool = False
-    max_seq_length: int = Field(256, ge=32, le=32768)
-    enable_thinking: bool = False  # Qwen3 only; off so answers are direct
+    # The learner-facing help of every field is its description (Chinese); llmcourse.config_docs turns it,
+    # with the choices and range of its type, into the YAML comments and the no-code form's tooltips.
+    name: str = Field("gemma3-270m", title="模型", json_schema_extra={"choices": list(MODEL_NAMES)},
+                      description="基座模型在课程模型表里的名字（CPU 上用替身模型，GPU 上用真实模型）")
+    source: Literal["hf", "modelscope", "local"] = Field(
+        "local", description="权重从哪里来：hf = Hugging Face，modelscope = 魔搭，local = 本地"
+                             "（替身模型总是 local：llmcourse prepare-model）")
+    path: str | None = Field(None, description="本地模型文件夹，填了就不用模型表里的位置；null：按模型表")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="运行设备；auto：有 GPU 用 cuda，否则 cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="权重精度（transformers 的 dtype）；auto：CPU 上 float32，GPU 上支持时 bfloat16")
+    load_in_4bit: bool = Field(False, description="true：QLoRA，基座权重以 4 bit 加载（bitsandbytes），省显存")
+    max_seq_length: int = Field(256, ge=32, le=32768,
+                                description="加载模型时的最长序列（Unsloth 的 max_seq_length），单位 token")
+    enable_thinking: bool = Field(False, description="只对 Qwen3：是否开启思考模式；关掉回答更直接")
 
     @field_validator("name")
     @classmethod
@@ -72,19 +80,20 @@ _TABLE_OPTIONS = ("question_column", "answer_column", "paraphrase_column", "fact
 class DataSource(_Section):
     """One raw file for ``llmcourse data build``; the ``*_column`` options name the file's own headers."""
 
-    path: str  # relative to data.raw_dir
-    kind: Literal["csv", "xlsx", "markdown"]
-    use: Literal["rows", "reference"] = "rows"  # reference (markdown): facts are checked against its text
-    encoding: str = "utf-8"  # csv only, e.g. gbk for exports from Chinese Excel
-    delimiter: str = ","  # csv only
-    sheet: str | None = None  # xlsx only; None: the first sheet
-    question_column: str | None = None
-    answer_column: str | None = None  # None: the answer comes from the fact named in fact_column
-    paraphrase_column: str | None = None  # more questions in one cell, one per line
-    fact_column: str | None = None
-    topic_column: str | None = None
-    label_column: str | None = None
-    key_facts_column: str | None = None  # separated by ; or new lines
+    path: str = Field(description="原始文件的路径，相对 data.raw_dir")
+    kind: Literal["csv", "xlsx", "markdown"] = Field(description="文件类型")
+    use: Literal["rows", "reference"] = Field(
+        "rows", description="只用于 markdown：rows = 问题标题变成数据行；reference = 现行政策，用来核对关键信息是否过时")
+    encoding: str = Field("utf-8", description="只用于 csv：文件编码，中文 Excel 导出的常是 gbk")
+    delimiter: str = Field(",", description="只用于 csv：分隔符，一个字符")
+    sheet: str | None = Field(None, description="只用于 xlsx：工作表名；null：第一个工作表")
+    question_column: str | None = Field(None, description="问题所在列的列名（表格必填）")
+    answer_column: str | None = Field(None, description="标准答案所在列；null：用 fact_column 指向的那条知识的答案")
+    paraphrase_column: str | None = Field(None, description="相似问法所在列：一个单元格里多个问题，每行一个")
+    fact_column: str | None = Field(None, description="知识编号所在列：把问题关联到知识库里的一条知识")
+    topic_column: str | None = Field(None, description="分类所在列")
+    label_column: str | None = Field(None, description="意图标签所在列（intent 场景）")
+    key_facts_column: str | None = Field(None, description="关键信息所在列：好回答必须包含的词，用 ; 或换行分隔")
 
     @field_validator("encoding")
     @classmethod
@@ -121,24 +130,27 @@ class DataSource(_Section):
 
 
 class DataSection(_Section):
-    train_file: str = "../data/faq_train.jsonl"
-    eval_file: str | None = "../data/faq_test.jsonl"
-    max_samples: int | None = Field(None, ge=1)
+    train_file: str = Field("../data/faq_train.jsonl",
+                            description="训练集：对话 JSONL，每行一个 messages 列表；相对路径从本文件所在文件夹算")
+    eval_file: str | None = Field("../data/faq_test.jsonl", description="验证集 JSONL，训练中算验证 loss；null：不验证")
+    max_samples: int | None = Field(None, ge=1, description="只用前 N 条训练数据（例如 40，跑得更快）；null：全部")
     # Only `llmcourse data build` reads the fields below (see llmcourse.data.build).
-    test_file: str | None = None
-    scenario: Literal["faq", "intent", "domain_qa"] = "faq"
-    raw_dir: str | None = None
-    sources: list[DataSource] = []
-    built_dir: str | None = None  # rejected.jsonl and the data report go here
-    system_prompt: str | None = None  # first message of every row; {labels} lists data.labels
-    labels: list[str] | None = None  # intent: the allowed labels
-    val_ratio: float = Field(0.1, ge=0.0, lt=0.5)
-    test_ratio: float = Field(0.2, ge=0.0, lt=0.5)
-    split_seed: int = 42
-    min_chars: int = Field(4, ge=1, le=10000)
-    max_chars: int = Field(200, ge=1, le=100000)
-    mask_pii: bool = True
-    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)  # similarity 0-1 of two questions
+    test_file: str | None = Field(None, description="测试集 JSONL（llmcourse data build 写出）")
+    scenario: Literal["faq", "intent", "domain_qa"] = Field(
+        "faq", description="业务场景：faq = 客服问答，intent = 意图分类，domain_qa = 垂直领域问答")
+    raw_dir: str | None = Field(None, description="业务方交付的原始文件所在的文件夹；只读，不改")
+    sources: list[DataSource] = Field([], description="原始文件列表（llmcourse data build 读取）；*_column 写文件自己的列名")
+    built_dir: str | None = Field(None, description="构建结果：rejected.jsonl、data_report.json / .md、length_hist.png")
+    system_prompt: str | None = Field(None, description="每条数据的第一条消息（system）；{labels} 换成 data.labels")
+    labels: list[str] | None = Field(None, description="intent 场景允许的标签；别的标签的行会被剔除")
+    val_ratio: float = Field(0.1, ge=0.0, lt=0.5, description="验证集比例，按知识分组取整")
+    test_ratio: float = Field(0.2, ge=0.0, lt=0.5, description="测试集比例，按知识分组取整；每条知识至少留一行在训练集")
+    split_seed: int = Field(42, description="划分训练 / 验证 / 测试集的随机种子")
+    min_chars: int = Field(4, ge=1, le=10000, description="问题短于这么多字就丢弃（如“在吗”“好的”）")
+    max_chars: int = Field(200, ge=1, le=100000, description="问题或答案长于这么多字就丢弃")
+    mask_pii: bool = Field(True, description="手机号、邮箱、身份证号、银行卡号换成 [手机号] [邮箱] [身份证号] [银行卡号]")
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0,
+                                            description="两个问题的相似度（0-1）达到它就算重复，只留一条")
 
     def filled_system_prompt(self) -> str | None:
         """``system_prompt`` with ``{labels}`` replaced: what the built rows (and the API) use."""
@@ -150,81 +162,97 @@ class DataSection(_Section):
 class LoraSection(_Section):
     """Field names of ``peft.LoraConfig``."""
 
-    r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1, le=2048)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] | None = None  # None: the model's default
-    bias: Literal["none", "all", "lora_only"] = "none"
-    use_rslora: bool = False
+    r: int = Field(16, ge=1, le=512, title="LoRA 秩 r", json_schema_extra={"suggested": [4, 8, 16, 32, 64]},
+                   description="LoRA 的秩：更新矩阵的容量，越大可训练的参数越多")
+    lora_alpha: int = Field(32, ge=1, le=2048, title="lora_alpha",
+                            description="缩放系数：LoRA 的更新乘以 lora_alpha / r；常取 2 × r")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, title="lora_dropout",
+                                description="LoRA 分支上的 dropout 比例，防过拟合")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="给哪些层加 LoRA，例如 [q_proj, v_proj]；all-linear：所有线性层；null：注意力与 MLP 的投影层")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="训练哪些偏置项；none：不训练")
+    use_rslora: bool = Field(False, description="true：rsLoRA，缩放改为 lora_alpha / √r，秩大时更稳")
 
 
 class TrainSection(_Section):
     """Field names of ``trl.SFTConfig`` plus ``engine`` and ``num_threads``."""
 
-    engine: Literal["auto", "unsloth", "trl"] = "auto"
-    output_dir: str = "runs/day1"
-    max_steps: int = Field(60, ge=-1, le=100000)
-    num_train_epochs: float = Field(1.0, gt=0, le=100)
-    per_device_train_batch_size: int = Field(4, ge=1, le=1024)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, le=1.0)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    max_length: int = Field(256, ge=16, le=32768)
-    assistant_only_loss: bool = True  # loss on the answer only: see DESIGN.md
-    gradient_checkpointing: bool | None = None  # None: on for GPU, off for CPU
-    padding_free: bool | None = None  # None: on for Unsloth on CPU (rows joined, no padding), else off
-    logging_steps: int = Field(1, ge=1)
-    # Validation loss on a fixed subset of data.eval_file every eval_steps steps (a logged step);
-    # None: about four times a run, 0: never (see llmcourse.training.run.eval_interval)
-    eval_steps: int | None = Field(None, ge=0)
-    save_steps: int = Field(20, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)
-    seed: int = 42
-    optim: str = "adamw_torch"
-    num_threads: int | None = Field(None, ge=1, le=256)  # CPU torch threads; None: all cores
-    # None: on for Unsloth on a CPU in runs of at least 200 steps (compiling costs ~30-45 s once), else off
-    torch_compile: bool | None = None
+    engine: Literal["auto", "unsloth", "trl"] = Field(
+        "auto", description="训练用的库：unsloth = Unsloth，trl = PEFT + TRL；auto：装了 Unsloth 就用它，否则 trl")
+    output_dir: str = Field("runs/day1", description="训练结果的文件夹：adapter/、train_log.jsonl、config.yaml、env.json")
+    max_steps: int = Field(60, ge=-1, le=100000, title="步数 max_steps",
+                           description="训练多少步（优化器更新的次数）；-1：按 num_train_epochs")
+    num_train_epochs: float = Field(1.0, gt=0, le=100, title="轮数 epochs",
+                                    description="把训练集过几遍（max_steps 为 -1 时才生效）")
+    per_device_train_batch_size: int = Field(4, ge=1, le=1024, description="每步每个设备一次算多少条样本（批大小）")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024,
+                                             description="累积几次梯度才更新一次；等效批大小 = 批大小 × 累积次数")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, title="学习率",
+                                 json_schema_extra={"suggested": [5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3]},
+                                 description="学习率：每步更新的幅度；小模型上的 LoRA 能承受较高的学习率")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="学习率在训练中怎样变化")
+    warmup_steps: int = Field(0, ge=0, description="开头多少步把学习率从 0 升到 learning_rate")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="权重衰减（AdamW），防过拟合")
+    max_length: int = Field(256, ge=16, le=32768, title="最大长度", json_schema_extra={"suggested": [128, 256, 512, 1024]},
+                            description="每条样本最多多少 token，超出的截断")
+    assistant_only_loss: bool = Field(
+        True, description="true：只在回答的 token 上算 loss（Unsloth：train_on_responses_only；TRL：prompt/completion 行与 "
+                          "completion_only_loss）；不是 TRL 的同名字段，那个要求模板里有 {% generation %}")
+    gradient_checkpointing: bool | None = Field(None, description="用计算换显存；null：GPU 上开，CPU 上关")
+    padding_free: bool | None = Field(None, description="把行拼在一起、不补齐；null：CPU 上的 Unsloth 开，其余关")
+    logging_steps: int = Field(1, ge=1, description="每多少步记一次 loss（train_log.jsonl）")
+    # see llmcourse.training.run.eval_interval
+    eval_steps: int | None = Field(
+        None, ge=0, description="每多少步在 data.eval_file 的固定 8 行上算一次验证 loss；null：每次训练约 4 次（至少相隔 4 步），0：不算")
+    save_steps: int = Field(20, ge=1, description="每多少步存一个检查点（--resume 从它续训）")
+    save_total_limit: int | None = Field(2, ge=1, description="最多保留几个检查点；null：全留")
+    seed: int = Field(42, description="随机种子：种子相同，结果可复现")
+    optim: str = Field("adamw_torch", description="优化器（transformers 的 optim 名字）")
+    num_threads: int | None = Field(None, ge=1, le=256, description="CPU 上 torch 用几个线程；null：全部核心")
+    torch_compile: bool | None = Field(
+        None, description="用 torch.compile 编译模型（首次约 30-45 秒）；null：CPU 上的 Unsloth 训练至少 200 步时开，其余关")
 
 
 class InferSection(_Section):
     """Field names of vLLM ``SamplingParams`` / ``LLM``."""
 
-    engine: Literal["auto", "transformers", "vllm"] = "auto"
-    max_tokens: int = Field(64, ge=1, le=32768)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=1024)
-    max_lora_rank: int | None = Field(None, ge=1)  # None: lora.r
-    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    max_model_len: int | None = Field(None, ge=32)
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="推理引擎；auto：有 GPU 且装了 vLLM 就用 vllm，否则 transformers")
+    max_tokens: int = Field(64, ge=1, le=32768, description="每个回答最多生成多少 token（SamplingParams.max_tokens）")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="采样温度；0：每次取概率最高的词，结果可复现")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="核采样：只在累计概率达到 top_p 的词里采样")
+    batch_size: int = Field(8, ge=1, le=1024, description="一次生成多少个问题的回答")
+    max_lora_rank: int | None = Field(None, ge=1, description="vLLM 的 max_lora_rank，至少是 lora.r；null：取 lora.r")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM 最多占用多少比例的 GPU 显存")
+    max_model_len: int | None = Field(None, ge=32, description="vLLM 的 max_model_len：提示 + 回答的 token 上限；null：模型默认")
 
 
 class ServeSection(_Section):
     """Options of ``vllm serve`` (and of our CPU server)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    api_key: str | None = None  # None: taken from LLMCOURSE_API_KEY
-    served_model_name: str = "course-lora"
-    max_lora_rank: int | None = Field(None, ge=1)  # None: lora.r
-    engine: Literal["auto", "transformers", "vllm"] = "auto"  # auto: vLLM on a GPU with vLLM installed
-    adapter_dir: str | None = None  # None: <train.output_dir>/adapter
-    use_adapter: bool = True  # false serves the base model (for base vs fine-tuned comparisons)
-    max_model_len: int = Field(2048, ge=32, le=131072)  # prompt + answer tokens one request may use
-    max_tokens: int = Field(256, ge=1, le=32768)  # the largest max_tokens a request may ask for
-    system_prompt: str | None = None  # None: data.system_prompt, added when a request brings no system message
-    max_batch: int = Field(8, ge=1, le=256)  # CPU server: concurrent requests answered in one generate call
+    host: str = Field("127.0.0.1", description="监听地址；127.0.0.1：只有本机能访问")
+    port: int = Field(8000, ge=1, le=65535, description="监听端口")
+    api_key: str | None = Field(None, description="客户端必须带的 API 密钥；null：取环境变量 LLMCOURSE_API_KEY")
+    served_model_name: str = Field("course-lora", description="API 里的模型名（请求的 model 字段；vllm serve --served-model-name）")
+    max_lora_rank: int | None = Field(None, ge=1, description="vllm serve --max-lora-rank，至少是 lora.r；null：取 lora.r")
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="服务引擎；auto：有 GPU 且装了 vLLM 就用 vllm，否则课程自带的 transformers 服务")
+    adapter_dir: str | None = Field(None, description="要加载的 LoRA 适配器；null：<train.output_dir>/adapter")
+    use_adapter: bool = Field(True, description="false：只用基座模型（对比基座与微调）")
+    max_model_len: int = Field(2048, ge=32, le=131072, description="一个请求的提示 + 回答最多多少 token（--max-model-len）")
+    max_tokens: int = Field(256, ge=1, le=32768, description="一个请求最多能要多少 max_tokens")
+    system_prompt: str | None = Field(None, description="请求没带 system 消息时加上的；null：用 data.system_prompt")
+    max_batch: int = Field(8, ge=1, le=256, description="CPU 服务：一次 generate 同时回答多少个请求")
 
 
 class CourseConfig(_Section):
-    model: ModelSection = ModelSection()
-    data: DataSection = DataSection()
-    lora: LoraSection = LoraSection()
-    train: TrainSection = TrainSection()
-    infer: InferSection = InferSection()
-    serve: ServeSection = ServeSection()
+    model: ModelSection = Field(ModelSection(), description="基座模型：哪个模型、从哪里加载、设备与精度")
+    data: DataSection = Field(DataSection(), description="数据：训练用的对话 JSONL；llmcourse data build 的原始文件与清洗规则")
+    lora: LoraSection = Field(LoraSection(), description="LoRA 适配器：字段就是 peft.LoraConfig 的参数")
+    train: TrainSection = Field(TrainSection(), description="训练：字段就是 trl.SFTConfig 的参数（另加 engine、num_threads）")
+    infer: InferSection = Field(InferSection(), description="推理：vLLM SamplingParams / LLM 的参数")
+    serve: ServeSection = Field(ServeSection(), description="API 服务：vllm serve 的选项（CPU 上是课程自带的服务）")
     # Where this config came from: the YAML file and the overrides applied on top of it. Not part of the
     # YAML; training records it in env.json ("launch") so a grader can tell which config file a run is of.
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmcourse.errors import CourseError
+
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(CourseError, ValueError):
     """A dataset file with problems; ``problems`` lists each ``file:line: field: message``."""
 
     def __init__(self, path: Path, problems: list[str]):

@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 from llmcourse.artifacts import COURSE_ROOT, RUN_ENV
+from llmcourse.errors import SetupError
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
              "unsloth_zoo", "vllm", "nbgrader", "papermill", "jupyterlab", "gguf")
@@ -54,7 +55,7 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if cuda_available() else "cpu"
     if device == "cuda" and not cuda_available():
-        raise RuntimeError("配置要求 model.device: cuda，但本机没有可用的 GPU；请改成 auto 或 cpu")
+        raise SetupError("配置要求 model.device: cuda，但本机没有可用的 GPU；请改成 auto 或 cpu")
     return device
 
 

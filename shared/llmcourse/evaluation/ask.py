@@ -16,11 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmcourse.config import CourseConfig, load_config
+from llmcourse.config import ConfigError, CourseConfig, load_config
 from llmcourse.data.jsonl import load_chat_jsonl
 from llmcourse.evaluation.scoring import all_facts_present, keyfact_hits
 from llmcourse.inference.engines import TransformersEngine
 from llmcourse.artifacts import ADAPTER_DIR, RUN_CONFIG
+from llmcourse.errors import InputError, RunMissing
 
 
 def score(examples, answers: list[str]) -> dict[str, Any]:
@@ -34,9 +35,17 @@ def score(examples, answers: list[str]) -> dict[str, Any]:
 def evaluate_run(run_dir: str | Path, include_base: bool = False, limit: int | None = None) -> dict[str, Any]:
     """Evaluate a training run's adapter (and optionally the base model) on the config's eval file."""
     run_dir = Path(run_dir)
+    # What a learner can get wrong is checked before the model loads (a minute on CPU).
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit 必须是正整数（评估前 N 个问题），现在是 {limit}")
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise RunMissing(f"{run_dir} 不是训练产物文件夹（没有 {RUN_CONFIG}）；先运行 llmcourse train，"
+                         "再把它的 train.output_dir 传给 evaluate")
     cfg = load_config(run_dir / RUN_CONFIG)
     if not cfg.data.eval_file:
-        raise ValueError("配置里没有 data.eval_file，无法评估")
+        raise ConfigError(f"{run_dir / RUN_CONFIG}: 没有 data.eval_file，无法评估；在训练配置的 data 段写上评估文件")
+    if not (run_dir / ADAPTER_DIR).is_dir():
+        raise RunMissing(f"{run_dir / ADAPTER_DIR} 不存在：这次训练没有跑完；用 llmcourse train --resume 继续")
     examples = load_chat_jsonl(cfg.data.eval_file)[:limit]
     prompts = [e.prompt_messages for e in examples]
     variants = {"fine_tuned": run_dir / ADAPTER_DIR}

@@ -36,6 +36,7 @@ from llmcourse.config import CourseConfig
 from llmcourse.data.jsonl import load_chat_jsonl
 from llmcourse.evaluation.cases import cases_from_split  # re-exported: the Day 3 notebooks import it here
 from llmcourse.evaluation.scoring import auto_score
+from llmcourse.errors import InputError
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 # README sections write_report fills (marker name -> the heading above it in day3/README.md).
@@ -94,6 +95,56 @@ def save_conversation(turns, path: str | Path, base_url: str, model: str, served
     record = {"base_url": base_url, "model": model, "served_by": served_by, "turns": rows}
     path.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
     return path
+
+
+# Per data.scenario; the follow-up only makes sense after the first turn ("那生鲜商品呢？" asks the
+# same thing about fresh food). deploy/client.py and 03_deploy ask these unless given others.
+DEFAULT_QUESTIONS = {
+    "faq": ["日用品不想要了，多少天内可以退？", "那生鲜商品呢？"],
+    "intent": ["我昨天下的单怎么还没送到？", "那我不要了，能退款吗？"],
+    "domain_qa": ["XN-5 可以装在户外吗？", "那卧室里呢？"],
+}
+
+
+def conversation_questions(cfg: CourseConfig) -> list[str]:
+    """The two-turn conversation for ``cfg``'s scenario (the second question needs the first)."""
+    return list(DEFAULT_QUESTIONS.get(cfg.data.scenario, DEFAULT_QUESTIONS["faq"]))
+
+
+def conversation_or_reuse(server, chat, questions: list[str], path: str | Path = f"deploy/{CONVERSATION}") -> dict:
+    """Run the learner's ``chat(base_url, api_key, model, questions)`` against the running server and save
+    its turns as the rubric's evidence (:func:`save_conversation`); under nbgrader the saved conversation is
+    read back instead (no server runs while grading). ``server`` is a callable returning the running
+    server, called only when chatting (while grading the notebook never starts one)."""
+    path = Path(path)
+
+    def compute() -> dict:
+        from openai import OpenAI
+
+        running = server()
+        turns = chat(running.base_url, running.api_key, running.model, questions)
+        # owned_by tells vLLM's server from the course's fallback (the README's 环境 section shows it)
+        listed = OpenAI(base_url=running.base_url, api_key=running.api_key).models.list().data
+        served_by = next((m.owned_by for m in listed if m.id == running.model), None)
+        save_conversation(turns, path, running.base_url, running.model, served_by=served_by)
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    return reuse_or_compute("多轮对话记录", path, compute=compute, hint="请在提交前运行多轮对话的单元格",
+                            load=lambda: json.loads(path.read_text(encoding="utf-8")))
+
+
+def config_with_lora(cfg: CourseConfig, lora_config) -> CourseConfig:
+    """``cfg`` with its ``lora`` section taken from a PEFT ``LoraConfig`` (the section's field names are PEFT's);
+    validated like the file, so a value left as ``...`` gets the config's fix-it message."""
+    from llmcourse.config import build_config
+
+    fields = cfg.lora.model_dump()
+    for name in fields:
+        value = getattr(lora_config, name, fields[name])
+        fields[name] = sorted(value) if isinstance(value, set) else value  # PEFT keeps target_modules as a set
+    data = cfg.model_dump()
+    data["lora"] = fields
+    return build_config(data, base_dir=Path.cwd())
 
 
 def data_minimums(rubric_path: str | Path | None = None) -> dict[str, int]:
@@ -205,8 +256,10 @@ def _section_deployment(project: Path) -> list[str]:
         lines.append(f"OpenAI 兼容接口 `{conversation['base_url']}`，模型名 `{conversation['model']}`，多轮对话：")
         lines.append("")
         for number, turn in enumerate(conversation["turns"], 1):
+            # latency_s: deploy/client.py times each turn; a learner's own chat() in 03_deploy need not
+            latency = f"{turn['latency_s']} 秒，" if turn.get("latency_s") is not None else ""
             lines.append(f"{number}. 用户：{turn['question']}  \n   模型：{turn['answer']}  "
-                         f"（{turn['latency_s']} 秒，带 {turn['messages_sent']} 条消息）")
+                         f"（{latency}带 {turn['messages_sent']} 条消息）")
     table = project / "deploy" / "loadtest" / LOADTEST_MD
     if table.exists():
         lines += ["", "压测（aiperf，流式）：", "", table.read_text(encoding="utf-8").strip()]
@@ -375,7 +428,7 @@ def fill_sections(readme: str | Path, sections: dict[str, str]) -> Path:
     if broken:
         markers = "、".join(marker for name in broken for marker in section_markers(name))
         titles = "、".join(f"“{README_SECTIONS.get(name, name)}”" for name in broken)
-        raise ValueError(f"{readme} 里找不到 {markers}（或两行顺序颠倒了）："
+        raise InputError(f"{readme} 里找不到 {markers}（或两行顺序颠倒了）："
                          f"请把这两行标记放回 {titles} 一节（可以从 day3/README.md 复制）")
     for name, markdown in sections.items():
         start, end = section_markers(name)

@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from llmcourse.artifacts import GENERATIONS
+from llmcourse.errors import InputError, RunMissing
 
 _NOISE = re.compile(r"[\s\W_]+")
 
@@ -100,7 +101,7 @@ def read_answers(out_dir: str | Path) -> list[dict]:
 
     path = Path(out_dir) / GENERATIONS
     if not path.is_file():
-        raise FileNotFoundError(f"找不到 {path}：请先运行并排对比（基准测试）的单元格")
+        raise RunMissing(f"找不到 {path}：请先运行并排对比（基准测试）的单元格")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -141,7 +142,7 @@ def make_score_sheet(answers: list[dict], cases: list[dict] | None = None, seed:
                  for case_id, rows in by_case.items()]
     missing = [case["case_id"] for case in cases if case["case_id"] not in by_case]
     if missing:
-        raise ValueError(f"这些用例没有保存的回答：{missing}；请先对它们运行并排对比")
+        raise InputError(f"这些用例没有保存的回答：{missing}；请先对它们运行并排对比")
     rng = random.Random(seed)
     picked = sorted({case["case_id"]: case for case in cases}.values(), key=lambda case: case["case_id"])
     rng.shuffle(picked)  # sorted first: the order depends on the seed only, not on how cases were passed
@@ -214,13 +215,13 @@ def save_score_sheet(sheet, path: str | Path, scores: list | None = None) -> Pat
     if scores is not None:
         scores = list(scores)
         if len(scores) != len(sheet):
-            raise ValueError(f"打分表有 {len(sheet)} 行，你给了 {len(scores)} 个分数：每行一个，顺序同上表")
+            raise InputError(f"打分表有 {len(sheet)} 行，你给了 {len(scores)} 个分数：每行一个，顺序同上表")
         sheet["human_score"] = pd.array([None if s is None else s for s in scores], dtype="object")
     given = sheet["human_score"].dropna()
     bad = given[~given.apply(_is_score)]
     if len(bad):
         rows = [int(sheet.loc[i, "row"]) if "row" in sheet else int(i) + 1 for i in bad.index]
-        raise ValueError(f"human_score 只能是 1–5 的整数；第 {rows} 行不对：{list(bad)}")
+        raise InputError(f"human_score 只能是 1–5 的整数；第 {rows} 行不对：{list(bad)}")
     table = sheet.copy()
     table["human_score"] = pd.array([None if s is None or s != s else int(s) for s in sheet["human_score"]],
                                     dtype="Int64")

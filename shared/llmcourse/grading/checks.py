@@ -443,7 +443,7 @@ def check_split_eval(path: str | Path, min_questions: int = 3) -> dict:
 def check_conversation(path: str | Path, min_turns: int = 2) -> dict:
     """``deploy/conversation.json``: a real multi-turn chat, each request carrying the earlier turns."""
     path = Path(path)
-    _require(path.is_file(), f"找不到 {path}：请运行多轮对话客户端 deploy/client.py")
+    _require(path.is_file(), f"找不到 {path}：请运行 03_deploy 第 5 步的多轮对话（或命令行 deploy/client.py）")
     conversation = json.loads(path.read_text(encoding="utf-8"))
     turns = conversation.get("turns", [])
     _require(len(turns) >= min_turns, f"对话只有 {len(turns)} 轮，至少需要 {min_turns} 轮")

@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from llmcourse.errors import CourseError
 
 from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, COURSE_ROOT, DATA_REPORT_JSON,
                                  DATA_REPORT_MD, LENGTH_HIST, LOADTEST_JSON, LOSS_CURVE, REJECTED, RUN_CONFIG,
@@ -63,7 +64,7 @@ RUN = Path("train/run")
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-class RubricError(ValueError):
+class RubricError(CourseError, ValueError):
     """grading/rubric.yaml cannot be used; the message names the field."""
 
 

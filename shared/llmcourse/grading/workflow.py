@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from llmcourse.artifacts import AUTOGRADE_IGNORE, COURSE_ROOT
+from llmcourse.errors import CourseError
 from llmcourse.grading.gradebook import zero_grades
 
 CONFIG_DIR = COURSE_ROOT / "grading"
@@ -68,7 +69,7 @@ PREPARED = ".prepared"
 MAX_UNZIPPED_BYTES = 4 * 2**30
 
 
-class GradingError(Exception):
+class GradingError(CourseError):
     """A grading step that cannot go on; the message (Chinese) says what to do."""
 
 

@@ -30,6 +30,7 @@ from llmcourse.env.lane import cpu_has_native_bf16, resolve_device
 from llmcourse.env.models import get_model, guard_model_load
 from llmcourse.env.loading import torch_dtype, apply_template, resolve_model_path, use_course_template
 from llmcourse.artifacts import RUN_CONFIG
+from llmcourse.errors import SetupError
 
 
 @dataclass
@@ -291,7 +292,7 @@ class VLLMWorkerEngine:
         guard_model_load(f"启动 vLLM 工作进程（{cfg.model.name}）")
         python = python or vllm_python()
         if python is None:
-            raise RuntimeError(VLLM_MISSING)
+            raise SetupError(VLLM_MISSING)
         self.cfg, self.adapter_dir = cfg, adapter_dir
         work = Path(tempfile.mkdtemp(prefix="llmcourse-vllm-"))
         config_path = cfg.save(work / RUN_CONFIG)
@@ -403,7 +404,7 @@ def load_engine(cfg: CourseConfig, adapter_dir: str | Path | None = None, engine
         choice = default_engines()[-1]
     if choice == "vllm":
         if "vllm" not in available_engines():
-            raise RuntimeError(VLLM_MISSING)
+            raise SetupError(VLLM_MISSING)
         return VLLMEngine(cfg, adapter_dir) if importable_here() else VLLMWorkerEngine(cfg, adapter_dir)
     return TransformersEngine(cfg, adapter_dir)
 

@@ -34,7 +34,34 @@ from llmcourse.training.run import read_train_log, train_or_reuse
 from llmcourse.artifacts import COURSE_ROOT
 
 SAMPLE_DATA = "data/faq_train.jsonl"
-LEARNING_RATES = ["5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3"]
+
+
+def _field_widget(widget_type, dotted: str, value=None, options=None, **bounds):
+    """A control for a config field: label, tooltip (the field's help) and choices from the schema.
+
+    ``bounds`` (``min`` / ``max``) narrow the schema's range where the form wants less; the schema's
+    range is the default, so a value the form accepts is one the config accepts.
+    """
+    from llmcourse.config_docs import bounds as schema_bounds
+    from llmcourse.config_docs import (
+        field_help,
+        field_info,
+        label,
+        suggested,
+        value_text,
+    )
+
+    info = field_info(dotted)
+    kwargs = {"description": label(dotted), "tooltip": field_help(dotted),
+              "style": {"description_width": "110px"}, "value": info.default if value is None else value}
+    if options is not None or widget_type.__name__ == "Dropdown":
+        # label as the YAML writes it (5e-5, not 5e-05), value as the config holds it
+        kwargs["options"] = options if options is not None else [(value_text(v), v) for v in suggested(info)]
+    else:
+        limits = schema_bounds(info)
+        kwargs["min"] = bounds.get("min", limits.get("ge", limits.get("gt")))
+        kwargs["max"] = bounds.get("max", limits.get("le", limits.get("lt")))
+    return widget_type(**kwargs)
 
 
 def csv_to_chat_lines(text: str) -> list[str]:
@@ -58,17 +85,21 @@ class TrainingForm:
         self.upload_dir, self.max_samples = Path(upload_dir), max_samples
         self.data_file = SAMPLE_DATA
         style = {"description_width": "110px"}
-        self.model = w.Dropdown(options=MODEL_NAMES, value="gemma3-270m", description="模型", style=style)
+        self.model = _field_widget(w.Dropdown, "model.name", options=MODEL_NAMES)
         self.dataset = w.ToggleButtons(options=["课程示例数据", "上传我的数据"], description="数据集", style=style)
         self.upload = w.FileUpload(accept=".jsonl,.csv", multiple=False, description="上传 JSONL/CSV")
-        self.rank = w.Dropdown(options=[4, 8, 16, 32, 64], value=16, description="LoRA 秩 r", style=style)
-        self.alpha = w.BoundedIntText(value=32, min=1, max=512, description="lora_alpha", style=style)
-        self.dropout = w.BoundedFloatText(value=0.0, min=0.0, max=0.5, step=0.05, description="lora_dropout", style=style)
-        self.learning_rate = w.Dropdown(options=LEARNING_RATES, value="1e-3", description="学习率", style=style)
+        self.rank = _field_widget(w.Dropdown, "lora.r")
+        self.alpha = _field_widget(w.BoundedIntText, "lora.lora_alpha")
+        # The schema allows dropout up to (not including) 1; the form keeps its old, narrower 0-0.5.
+        self.dropout = _field_widget(w.BoundedFloatText, "lora.lora_dropout", max=0.5)
+        self.dropout.step = 0.05
+        self.learning_rate = _field_widget(w.Dropdown, "train.learning_rate")
         self.schedule = w.ToggleButtons(options=["按步数", "按轮数"], description="训练长度", style=style)
-        self.steps = w.BoundedIntText(value=60, min=1, max=5000, description="步数 max_steps", style=style)
-        self.epochs = w.BoundedFloatText(value=1.0, min=0.1, max=20, step=0.5, description="轮数 epochs", style=style)
-        self.max_length = w.Dropdown(options=[128, 256, 512, 1024], value=256, description="最大长度", style=style)
+        # Steps mode needs a positive count (-1 is how epochs mode is written); a form run stays short.
+        self.steps = _field_widget(w.BoundedIntText, "train.max_steps", min=1, max=5000)
+        self.epochs = _field_widget(w.BoundedFloatText, "train.num_train_epochs", min=0.1, max=20)
+        self.epochs.step = 0.5
+        self.max_length = _field_widget(w.Dropdown, "train.max_length")
         self.start = w.Button(description="开始训练", button_style="success", icon="play")
         self.message = w.HTML()
         self.preview = w.HTML()
@@ -89,7 +120,7 @@ class TrainingForm:
         by_steps = self.schedule.value == "按步数"
         return {"model.name": self.model.value, "data.train_file": self.data_file, "data.eval_file": None,
                 "data.max_samples": self.max_samples, "lora.r": self.rank.value, "lora.lora_alpha": self.alpha.value,
-                "lora.lora_dropout": self.dropout.value, "train.learning_rate": float(self.learning_rate.value),
+                "lora.lora_dropout": self.dropout.value, "train.learning_rate": self.learning_rate.value,
                 "train.max_steps": self.steps.value if by_steps else -1,
                 "train.num_train_epochs": 1.0 if by_steps else self.epochs.value,
                 "train.max_length": self.max_length.value, "train.output_dir": str(self.run_dir)}

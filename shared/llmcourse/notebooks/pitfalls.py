@@ -53,6 +53,7 @@ from llmcourse.env.vllm_lane import VLLM_LORA_RANKS, lora_rank
 from llmcourse.artifacts import ADAPTER_CONFIG, in_grading
 from llmcourse.env.loading import apply_template, torch_dtype
 from llmcourse.training.run import gradient_checkpointing, lora_config
+from llmcourse.errors import InputError, RunMissing
 
 # Prompt formats a learner ends up with by mistake: another model family's turn markers, or none.
 CHATML_TEMPLATE = (
@@ -100,7 +101,7 @@ def saved_result(path: str | Path, compute: Callable[[], Any]) -> Any:
     path = Path(path)
     if in_grading():
         if not path.is_file():
-            raise FileNotFoundError(f"评分模式：没有找到已保存的结果 {path}；请在提交前完整运行本笔记本")
+            raise RunMissing(f"评分模式：没有找到已保存的结果 {path}；请在提交前完整运行本笔记本")
         print(f"评分模式：复用已保存的结果 {path}")
         return json.loads(path.read_text(encoding="utf-8"))
     result = compute()
@@ -125,7 +126,7 @@ def render(tokenizer, cfg: CourseConfig, messages: list[dict], generation_prompt
     if fmt == "course":
         return apply_template(tokenizer, messages, cfg, generation_prompt)
     if fmt not in FORMATS:
-        raise ValueError(f"未知的提示格式 {fmt!r}；可选：{' | '.join(FORMATS)}")
+        raise InputError(f"未知的提示格式 {fmt!r}；可选：{' | '.join(FORMATS)}")
     other = CHATML_TEMPLATE if get_model(cfg.model.name).chat_format != "chatml" else TURN_TEMPLATE
     template = other if fmt == "other" else PLAIN_TEMPLATE
     # tokenizer(text) would add the BOS token a hand-written prompt lacks; keep it, so only the markers differ.
@@ -144,7 +145,7 @@ def encode(tokenizer, cfg: CourseConfig, example: ChatExample, loss_on: str = "c
     prompt = render(tokenizer, cfg, example.prompt_messages, True, fmt)
     full = render(tokenizer, cfg, example.messages, False, fmt)
     if not full.startswith(prompt):
-        raise ValueError(f"第 {example.line} 行：对话模板渲染出的完整对话不以提示开头，无法只在回答上计算 loss")
+        raise InputError(f"第 {example.line} 行：对话模板渲染出的完整对话不以提示开头，无法只在回答上计算 loss")
     start = len(prompt)
     end = full.find(example.answer.strip(), start)
     end = len(full) if end < 0 else end + len(example.answer.strip())
@@ -611,7 +612,7 @@ def logged_points(log: list[dict], logging_steps: int) -> list[dict]:
     and nothing for a last, incomplete window: fewer steps than ``logging_steps``, no point at all.
     """
     if logging_steps < 1:
-        raise ValueError("logging_steps 必须大于或等于 1")
+        raise InputError("logging_steps 必须大于或等于 1")
     by_step = {row["step"]: row["loss"] for row in log}
     points = []
     for end in range(logging_steps, max(by_step, default=0) + 1, logging_steps):
@@ -645,7 +646,7 @@ def plot_logging(log: list[dict], choices=(1, 10, 500)):
 def adapter_rank(adapter_dir: str | Path) -> int:
     config = Path(adapter_dir) / ADAPTER_CONFIG
     if not config.is_file():
-        raise FileNotFoundError(f"找不到 {config}：这不是一个 LoRA 适配器文件夹")
+        raise RunMissing(f"找不到 {config}：这不是一个 LoRA 适配器文件夹")
     return int(json.loads(config.read_text(encoding="utf-8"))["r"])
 
 
@@ -704,7 +705,7 @@ def thinking_mode_prompts(model_name: str = "qwen3-8b", question: str = "退货�
 
     from llmcourse.env.loading import resolve_model_path
     if not get_model(model_name).thinking:
-        raise ValueError(f"{model_name} 没有思考模式；请用 qwen3-8b")
+        raise InputError(f"{model_name} 没有思考模式；请用 qwen3-8b")
     cfg = build_config({"model": {"name": model_name, "source": "modelscope" if source == "modelscope" else "hf"}})
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg))
     messages = [{"role": "user", "content": question}]

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from llmcourse.config import CourseConfig
+from llmcourse.errors import ServiceUnreachable
 
 
 @dataclass
@@ -94,9 +95,9 @@ def print_conversation(cfg: CourseConfig, questions: list[str], base_url: str | 
     try:
         turns = multi_turn(url, key, cfg.serve.served_model_name, questions)
     except openai.APIConnectionError:
-        raise ConnectionError(f"连不上服务 {url}：先在另一个终端运行 llmcourse serve，或用 --base-url 指定地址") from None
+        raise ServiceUnreachable(f"连不上服务 {url}：先在另一个终端运行 llmcourse serve，或用 --base-url 指定地址") from None
     except openai.APIStatusError as exc:
-        raise ConnectionError(f"服务返回 {exc.status_code}：{exc.message}") from None
+        raise ServiceUnreachable(f"服务返回 {exc.status_code}：{exc.message}") from None
     for number, turn in enumerate(turns, 1):
         print(f"[第 {number} 轮] 用户：{turn.question}\n         模型：{turn.answer}  "
               f"（{turn.latency_s:.1f} 秒，本次请求带了 {turn.messages_sent} 条消息）")

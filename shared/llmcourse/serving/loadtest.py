@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 from llmcourse.artifacts import COURSE_ROOT, LOADTEST_JSON, LOADTEST_MD, reuse_or_compute
+from llmcourse.errors import InputError, SetupError
 
 
 COLUMNS = {"concurrency": "并发数", "requests": "请求数", "errors": "错误数", "requests_per_s": "请求/秒",
@@ -35,7 +36,7 @@ def find_aiperf() -> str:
     for candidate in (os.environ.get("LLMCOURSE_AIPERF"), shutil.which("aiperf"), COURSE_ROOT / ".venv-load" / "bin" / "aiperf"):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    raise RuntimeError("找不到压测工具 aiperf：在仓库根目录运行 make setup（会建 .venv-load），"
+    raise SetupError("找不到压测工具 aiperf：在仓库根目录运行 make setup（会建 .venv-load），"
                        "或 pip install aiperf 后设置环境变量 LLMCOURSE_AIPERF=aiperf 的路径")
 
 
@@ -83,7 +84,7 @@ def run_load_test(base_url: str, api_key: str, model: str, prompts: list[str], t
                   max_tokens: int = 16, timeout: float = 1800) -> list[dict[str, Any]]:
     """Run aiperf once per concurrency level; ``requests_per_level`` defaults to 2 × concurrency (≥ 4)."""
     if not prompts:
-        raise ValueError("压测至少需要一个问题")
+        raise InputError("压测至少需要一个问题")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts_file = out_dir / "prompts.jsonl"

@@ -36,6 +36,7 @@ On the CPU stand-in the same formula (fp32, no runtime) is checked against a mea
 from __future__ import annotations
 
 from llmcourse.env.models import ALL_LINEAR, ModelShape, get_model
+from llmcourse.errors import InputError
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -53,7 +54,7 @@ TABLE_SETTINGS = ((16, 512, 1, True), (16, 1024, 8, True), (16, 512, 1, False), 
 def _shape(model_name: str) -> ModelShape:
     spec = get_model(model_name)
     if spec.shape is None:
-        raise ValueError(f"模型 {model_name} 没有登记结构数字（models.py 里的 shape），无法估算显存")
+        raise InputError(f"模型 {model_name} 没有登记结构数字（models.py 里的 shape），无法估算显存")
     return spec.shape
 
 
@@ -77,7 +78,7 @@ def estimate_training_memory(model_name: str, r: int = 16, max_length: int = 102
     :data:`CUDA_RUNTIME_GIB` for 16-bit dtypes and 0 for ``float32`` (a CPU estimate).
     """
     if dtype not in DTYPE_BYTES:
-        raise ValueError(f"dtype 必须是 {' | '.join(DTYPE_BYTES)}，现在是 {dtype!r}")
+        raise InputError(f"dtype 必须是 {' | '.join(DTYPE_BYTES)}，现在是 {dtype!r}")
     shape = _shape(model_name)
     width = DTYPE_BYTES[dtype]
     total_params = shape.parameter_count()

@@ -54,14 +54,16 @@ from typing import Any, Callable
 
 # in_grading and read_train_log are re-exported: released notebooks import them from here.
 from llmcourse.artifacts import (ADAPTER_CONFIG, ADAPTER_DIR, CHECKPOINT_DIR, LOSS_CURVE, RUN_CONFIG, RUN_ENV,
-                                 TRAIN_LOG, ArtifactMissing, in_grading, read_train_log,
-                                 reuse_or_compute)  # noqa: F401
+                                 TRAIN_LOG, ArtifactMissing, RecomputeRefused, in_grading,
+                                 read_train_log, reuse_or_compute)  # noqa: F401
 from llmcourse.config import CourseConfig, load_config
 from llmcourse.data.jsonl import ChatExample, load_chat_jsonl
 from llmcourse.env.lane import environment_report, library_version, resolve_device, unsloth_installed
 # apply_template and resolve_model_path are re-exported: notebooks released earlier import them from here.
 from llmcourse.env.loading import apply_template, resolve_model_path, training_dtype, use_course_template
 from llmcourse.env.models import get_model, guard_model_load
+from llmcourse.training import parallel
+from llmcourse.errors import SetupError
 
 # The validation curve: this many rows of data.eval_file, scored at about this many points of a run.
 # Small on purpose: one forward pass of 8 rows costs about a training step on the CPU stand-in.
@@ -94,10 +96,10 @@ def choose_engine(requested: str) -> str:
     if requested == "auto":
         return "unsloth" if unsloth_installed() else "trl"
     if requested == "unsloth" and not unsloth_installed():
-        raise RuntimeError("train.engine: unsloth，但本环境没有安装 Unsloth；改用 engine: trl 或 auto，"
+        raise SetupError("train.engine: unsloth，但本环境没有安装 Unsloth；改用 engine: trl 或 auto，"
                            "或 pip install -e .[unsloth]")
     if requested == "trl" and not _trl_can_train_here():
-        raise RuntimeError(f"TRL {library_version('trl')} 的 SFTTrainer 只能在 GPU 上计算损失（Triton 内核）；"
+        raise SetupError(f"TRL {library_version('trl')} 的 SFTTrainer 只能在 GPU 上计算损失（Triton 内核）；"
                            "在 CPU 上请用 engine: unsloth，或在装有 TRL ≥ 1.16 的环境（make 建的 .venv-trl）中运行")
     return requested
 
@@ -170,24 +172,32 @@ def _make_log_callback(log_path: Path, device: str, on_log: Callable[[dict], Non
             if not logs or "loss" not in logs:
                 return
             now = time.perf_counter()
+            # every process counts its own batches and scores its share of the validation rows (TRL's loss
+            # gathers across processes): all of them take part, then rank 0 alone writes the row
+            real_tokens, answer_tokens = parallel.summed(counter.real_tokens, counter.answer_tokens)
+            loss = seconds = None
+            if self.evaluate is not None and self.eval_at(state.global_step):
+                loss = self.evaluate()
+                seconds = time.perf_counter() - now
+            if not parallel.is_main_process():
+                return
             tokens = state.num_input_tokens_seen
             rate = answer_rate = None
             if now > self.last_time:
                 if tokens:
                     rate = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-                answer_rate = round((counter.answer_tokens - self.last_answer) / (now - self.last_time), 1)
-            self.last_time, self.last_tokens, self.last_answer = now, tokens, counter.answer_tokens
+                answer_rate = round((answer_tokens - self.last_answer) / (now - self.last_time), 1)
+            self.last_time, self.last_tokens, self.last_answer = now, tokens, answer_tokens
             memory, kind = _memory_mb(device)
             record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5),
                       "learning_rate": logs.get("learning_rate"), "grad_norm": _float(logs.get("grad_norm")),
                       "tokens_seen": tokens, "tokens_per_s": rate,
-                      "real_tokens_seen": counter.real_tokens, "answer_tokens_seen": counter.answer_tokens,
+                      "real_tokens_seen": real_tokens, "answer_tokens_seen": answer_tokens,
                       "answer_tokens_per_s": answer_rate,
                       "memory_mb": None if memory is None else round(memory, 1), "memory_kind": kind,
-                      "elapsed_s": round(now - self.started - self.paused, 2), "epoch": logs.get("epoch")}
-            if self.evaluate is not None and self.eval_at(state.global_step):
-                loss = self.evaluate()
-                seconds = time.perf_counter() - now
+                      "elapsed_s": round(now - self.started - self.paused, 2), "epoch": logs.get("epoch"),
+                      "processes": parallel.processes()}
+            if seconds is not None:
                 if loss is not None and math.isfinite(loss):
                     record["eval_loss"], record["eval_rows"] = round(loss, 5), self.eval_rows
                     record["eval_s"] = round(seconds, 2)
@@ -270,6 +280,7 @@ def evaluation_loss(trainer, batches: list | None = None) -> float | None:
                 tokens += count
     finally:
         model.train(training)
+    total, tokens = parallel.summed(total, tokens)  # a data-parallel run shares the rows out among its processes
     return total / tokens if tokens else None
 
 
@@ -312,6 +323,8 @@ def _prepare_output(cfg: CourseConfig, resume: bool) -> tuple[Path, str | None]:
     checkpoint = None
     if resume and (out / CHECKPOINT_DIR).is_dir():
         checkpoint = get_last_checkpoint(str(out / CHECKPOINT_DIR))
+    if not parallel.is_main_process():
+        return out, checkpoint  # rank 0 trims or starts the log
     if checkpoint:
         done = int(Path(checkpoint).name.split("-")[-1])
         kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
@@ -505,6 +518,9 @@ class TrainingRun:
               callbacks: list | None = None) -> "TrainingRun":
         """Choose engine and device, read the training data (fails before any model load), create the run
         folder (on ``resume`` find the last checkpoint) and write ``config.yaml`` and ``env.json``."""
+        if in_grading():
+            raise RecomputeRefused(f"评分/验证模式下不重新训练（那会覆盖你保存的 {cfg.train.output_dir}）：训练的几个单元格"
+                                   "在批改时跳过，批改读取你保存的训练产物")
         guard_model_load(f"训练 {cfg.model.name}")
         engine = choose_engine(cfg.train.engine)
         if engine == "unsloth":
@@ -516,12 +532,14 @@ class TrainingRun:
             torch.set_num_threads(cfg.train.num_threads)
         out, checkpoint = _prepare_output(cfg, resume)
         run = cls(cfg, engine, device, out, checkpoint, examples, on_log, callbacks)
+        if not parallel.is_main_process():
+            return run
         resolved = cfg.model_copy(deep=True)
         resolved.train.engine, resolved.model.device = engine, device
         resolved.train.torch_compile = run.compile_layers
         resolved.save(out / RUN_CONFIG)
         # "launch": the config file and overrides this run came from, so a grader can match run and submitted config.
-        env = environment_report(device, engine) | {"launch": cfg.origin}
+        env = environment_report(device, engine) | {"launch": cfg.origin, "processes": parallel.processes()}
         (out / RUN_ENV).write_text(json.dumps(env, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
         return run
 
@@ -591,10 +609,12 @@ class TrainingRun:
     def finish(self, trainer, tokenizer) -> TrainResult:
         """Save the adapter and tokenizer, draw the loss curve; the run as a :class:`TrainResult`."""
         self.release()
-        trainer.model.save_pretrained(self.out / ADAPTER_DIR)
-        tokenizer.save_pretrained(self.out / ADAPTER_DIR)
+        if parallel.is_main_process():
+            trainer.model.save_pretrained(self.out / ADAPTER_DIR)
+            tokenizer.save_pretrained(self.out / ADAPTER_DIR)
+            plot_loss(read_train_log(self.out), self.out / LOSS_CURVE)
+        parallel.wait_for_everyone()
         log = read_train_log(self.out)
-        plot_loss(log, self.out / LOSS_CURVE)
         return TrainResult(output_dir=self.out, engine=self.engine, device=self.device,
                            steps=trainer.state.global_step, log=log)
 
