@@ -236,6 +236,26 @@ def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0
     return rows
 
 
+def check_lora(config_path: str | Path, ranks: tuple[int, ...] = (8, 16, 32)):
+    """Day 3 02_train: the LoRA the learner wrote (``train/run/config.yaml``) is in the project's ranges, equals
+    the project config's ``lora`` section, and the saved adapter was trained with it. Returns it."""
+    project = load_config(config_path)
+    run = Path(project.train.output_dir)
+    _require((run / RUN_CONFIG).is_file(), f"找不到 {run / RUN_CONFIG}：请先运行第 3 步（写 LoRA，启动训练）")
+    trained = load_config(run / RUN_CONFIG).lora
+    _require(trained.r in ranks, f"r = {trained.r}：这个项目选 {'、'.join(map(str, ranks))}")
+    _require(trained.lora_alpha == 2 * trained.r, f"lora_alpha = {trained.lora_alpha}：应取 r 的 2 倍（{2 * trained.r}）")
+    _require(0 <= trained.lora_dropout <= 0.1, f"lora_dropout = {trained.lora_dropout}：应在 0 到 0.1 之间")
+    wanted = (project.lora.r, project.lora.lora_alpha, project.lora.lora_dropout)
+    _require((trained.r, trained.lora_alpha, trained.lora_dropout) == wanted,
+             f"训练用的 LoRA 和 {config_path} 的 lora 段 {wanted} 不一致：先改配置文件，再重新训练")
+    adapter_file = run / ADAPTER_DIR / ADAPTER_CONFIG
+    _require(adapter_file.is_file(), f"找不到 {adapter_file}：请先运行第 3 步（写 LoRA，启动训练）")
+    adapter = json.loads(adapter_file.read_text(encoding="utf-8"))
+    _require((adapter["r"], adapter["lora_alpha"]) == (trained.r, trained.lora_alpha), "适配器和训练配置对不上：请重新训练")
+    return trained
+
+
 def check_adapter(run_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """The saved adapter exists, matches the run's config (rank, alpha, target modules) and was trained;
     with ``config_path``, the run is that config's."""
