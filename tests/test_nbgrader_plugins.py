@@ -80,7 +80,15 @@ def test_the_cells_skipped_while_grading_are_ungraded_demos_whose_names_no_later
 
     from conftest import ROOT
     from llmcourse.grading.nbgrader_plugins import SKIP_TAG
-    from llmcourse.grading.recheck import bound_names, python_source, read_names
+    from llmcourse.grading.recheck import bound_names, python_source
+
+    def eager_reads(source):
+        """Names a cell reads when it runs: a name inside a ``lambda`` is read only when the lambda is called, and
+        the reuse helpers call theirs only outside grading (Day 3's ``conversation_or_reuse(lambda: server, …)``)."""
+        tree = ast.parse(python_source(source))
+        deferred = {id(n) for lam in ast.walk(tree) if isinstance(lam, ast.Lambda) for n in ast.walk(lam.body)}
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                and id(n) not in deferred}
 
     tagged = 0
     for path in sorted(ROOT.glob("day[123]/*.ipynb")):
@@ -92,6 +100,6 @@ def test_the_cells_skipped_while_grading_are_ungraded_demos_whose_names_no_later
             assert "nbgrader" not in cell.metadata, (path.name, number)
             defined = bound_names([cell.source]) - {n for n in dir(__builtins__)}
             graded_later = [c for c in cells[number + 1:] if SKIP_TAG not in c.metadata.get("tags", [])]
-            later = set().union(*(read_names(c.source) for c in graded_later)) if graded_later else set()
+            later = set().union(*(eager_reads(c.source) for c in graded_later)) if graded_later else set()
             assert not defined & later, (path.name, number, defined & later)
     assert tagged, "no cell is tagged: the test above would pass vacuously"
