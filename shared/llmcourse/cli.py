@@ -115,9 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         cfg = load_config_with_cli_overrides(args.config, args.overrides)  # before importing torch and TRL
-        from llmcourse.data.jsonl import load_chat_jsonl
-        load_chat_jsonl(cfg.data.train_file)  # bad data, too, is one message before the libraries' import noise
-        from llmcourse.training.run import train
+        from llmcourse.training.run import train  # train() reads the data before it loads or imports a model
         from llmcourse.training.parallel import is_main_process, processes
         result = train(cfg, resume=args.resume)
         losses = result.losses

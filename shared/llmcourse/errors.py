@@ -1,5 +1,11 @@
 """The one base of every error a user can fix.
 
+Usage::
+
+    from llmcourse.errors import InputError
+    raise InputError("--limit 必须至少是 1")       # the CLI prints 错误：--limit 必须至少是 1, exit status 2
+    except CourseError as exc: ...                   # every fixable mistake of the course, one except
+
 A :class:`CourseError`'s message is for the learner (Chinese): it names the file, line or field and says
 what to fix. The CLI prints it as ``错误：<message>`` and exits with status 2; any other exception is a
 bug and keeps its traceback. Subclasses keep the builtin base that callers already catch

@@ -521,12 +521,13 @@ class TrainingRun:
         if in_grading():
             raise RecomputeRefused(f"评分/验证模式下不重新训练（那会覆盖你保存的 {cfg.train.output_dir}）：训练的几个单元格"
                                    "在批改时跳过，批改读取你保存的训练产物")
+        # bad data is reported first: before the model-load guard and before Unsloth's import prints anything
+        examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)
         guard_model_load(f"训练 {cfg.model.name}")
         engine = choose_engine(cfg.train.engine)
         if engine == "unsloth":
             import unsloth  # noqa: F401  (before transformers/trl/peft, so its patches apply)
         device = resolve_device(cfg.model.device)
-        examples = load_chat_jsonl(cfg.data.train_file, cfg.data.max_samples)
         if device == "cpu" and cfg.train.num_threads:
             import torch
             torch.set_num_threads(cfg.train.num_threads)
