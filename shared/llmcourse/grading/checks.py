@@ -236,6 +236,24 @@ def check_train_log(run_dir: str | Path, min_steps: int = 5, min_drop: float = 0
     return rows
 
 
+def check_cleaning_rules(config_path: str | Path) -> dict[str, Any]:
+    """Day 3 01_data: the cleaning rules the build recorded (``data_report.json`` settings) are in the project's
+    ranges, and the built training set holds no personal data (the same finder the build masks with)."""
+    from llmcourse.data.pii import KIND_NAMES, find_pii
+
+    data = load_config(config_path).data
+    report_file = Path(data.built_dir) / DATA_REPORT_JSON
+    _require(report_file.is_file(), f"找不到 {report_file}：请先运行第 4 步（写清洗规则，构建数据）")
+    rules = json.loads(report_file.read_text(encoding="utf-8"))["settings"]
+    _require(rules["mask_pii"] is True, "mask_pii 没有打开：训练数据里不能有顾客的个人信息")
+    _require(2 <= rules["min_chars"] <= 8, f"min_chars = {rules['min_chars']}：应在 2 到 8 之间")
+    _require(80 <= rules["max_chars"] <= 300, f"max_chars = {rules['max_chars']}：应在 80 到 300 之间")
+    _require(0.8 <= rules["near_duplicate_threshold"] <= 0.95, "near_duplicate_threshold 应在 0.8 到 0.95 之间")
+    found = find_pii(Path(data.train_file).read_text(encoding="utf-8"))
+    _require(not found, f"训练集里还有个人信息（{'、'.join(sorted({KIND_NAMES[m.kind] for m in found}))}）：打开 mask_pii 重新构建")
+    return rules
+
+
 def check_lora(config_path: str | Path, ranks: tuple[int, ...] = (8, 16, 32)):
     """Day 3 02_train: the LoRA the learner wrote (``train/run/config.yaml``) is in the project's ranges, equals
     the project config's ``lora`` section, and the saved adapter was trained with it. Returns it."""
