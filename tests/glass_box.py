@@ -21,6 +21,7 @@ TAUGHT = {
     "train": "trl (trainer.train)", "LLM": "vllm", "SamplingParams": "vllm", "LoRARequest": "vllm",
     "chat": "vllm (llm.chat)", "OpenAI": "openai", "create": "openai (chat.completions.create)",
     "generate": "transformers/vllm (generate)", "apply_chat_template": "transformers",
+    "BM25": "bm25s", "retrieve": "bm25s (index.retrieve)", "lcut": "jieba",
 }
 
 

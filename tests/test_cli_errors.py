@@ -105,6 +105,13 @@ def _with_key(tmp: Path) -> str:
     return str(path)
 
 
+def _hub_settings(tmp: Path, **fields) -> str:
+    """Course hub settings whose state (and exchange) live in the scratch folder."""
+    path = tmp / "hub.yaml"
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp / "hub"), **fields}), encoding="utf-8")
+    return str(path)
+
+
 def _config_cases(command: tuple[str, ...], extra: list[str] = ()) -> dict:
     kinds = ["missing_file", *BAD_CONFIGS]
     return {kind: (lambda tmp, kind=kind: [*command, _config(tmp, kind), *extra]) for kind in kinds}
@@ -155,6 +162,18 @@ CASES: dict[tuple[str, ...], dict] = {
                              "bad_workers": lambda tmp: ["grade", "autograde", "day1", "--workers", "many"]},
     ("grade", "feedback"): {"not_graded": lambda tmp: ["grade", "feedback", "day1", "--course", str(tmp)]},
     ("grade", "export"): {"no_gradebook": lambda tmp: ["grade", "export", "--course", str(tmp)]},
+    # the course hub: every case fails before a process starts or a file is written
+    ("hub", "start"): {"bad_learner_name": lambda tmp: ["hub", "start", "--learners", "Alice,b+c"],
+                       "learner_is_instructor": lambda tmp: ["hub", "start", "--learners", "instructor,bob"],
+                       "no_proxy": lambda tmp: ["hub", "start", "--settings", _hub_settings(tmp, proxy="no-proxy")],
+                       "missing_settings": lambda tmp: ["hub", "start", "--settings", str(tmp / "no_hub.yaml")],
+                       "bad_port": lambda tmp: ["hub", "start", "--port", "eighty"]},
+    ("hub", "release"): {"unknown_assignment": lambda tmp: ["hub", "release", "day9", "--course", str(tmp),
+                                                            "--settings", _hub_settings(tmp)]},
+    ("hub", "collect"): {"nothing_submitted": lambda tmp: ["hub", "collect", "day1", "--course", str(tmp),
+                                                           "--settings", _hub_settings(tmp)]},
+    ("hub", "return-feedback"): {"no_feedback": lambda tmp: ["hub", "return-feedback", "day1", "--course", str(tmp),
+                                                             "--settings", _hub_settings(tmp)]},
 }
 
 

@@ -59,6 +59,7 @@ def test_report_and_readme_results(project):
     for section in ("## 1. 数据", "## 2. 微调", "## 3. 验证", "## 4. 部署", "## 5. 结论"):
         assert section in report
     assert "fine_tuned" in report and "并发数" in report and "loss_curve.png" in report
+    assert "四组对比" in report and "| 微调模型 + 检索 |" in report and "事实最准的是" in report
     readme = (project / "README.md").read_text()
     assert "## 1. 数据" in readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
     assert "## 1. 数据" not in (ROOT / "day3" / "README.md").read_text()  # the template itself is untouched
@@ -217,7 +218,9 @@ def test_scenario_report_and_readme_carry_its_numbers(scenario):
     questions = re.findall(r"^\*\*\d+\. (.+)\*\*$", showcase, flags=re.MULTILINE)
     assert len(questions) == 3 and f"共 {MAX_CASES} 道" in showcase
     for question in questions:  # both models' real answers to each question shown
-        shown = {a["model"]: a["text"] for a in answers if _cell(a["question"]) == question}
+        asked = {a["model"]: a["text"] for a in answers if _cell(a["question"]) == question}
+        assert set(asked) == {"base", "base+rag", "fine_tuned", "fine_tuned+rag"}  # 04_verify's four arms
+        shown = {model: text for model, text in asked.items() if model in ("base", "fine_tuned")}
         assert set(shown) == {"base", "fine_tuned"} and all(f"| {_cell(text, 160) or '（空）'} |" in showcase
                                                     for text in shown.values())
     checks = {c["name"]: c for c in deployment_evidence(project, {}, ROOT / "day3" / "README.md", run_api=False)["checks"]}

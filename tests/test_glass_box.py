@@ -141,3 +141,19 @@ def test_each_day3_notebook_has_a_step_the_learner_writes_with_the_real_call():
     assert any("conversation_or_reuse(lambda: server, chat" in s and SKIP_TAG not in c["metadata"].get("tags", [])
                for c, s in code), "the conversation is not saved (or not reused under nbgrader)"
     assert not any(s.lstrip().startswith("!") and "client.py" in s for _, s in code), "still only through client.py"
+
+
+def test_the_retrieval_arm_runs_bm25s_and_jieba_in_cells():
+    """Day 2 01_inference and Day 3 04_verify: the bm25s index, its retrieve and jieba's words in view;
+    the four arms are measured with the retriever built from that very index."""
+    import json
+
+    from glass_box import ROOT, notebook_calls
+    for name, lcut in (("day2/01_inference.ipynb", 1), ("day3/04_verify.ipynb", 0)):
+        path = ROOT / name
+        counts = notebook_calls(path.read_text(encoding="utf-8"))
+        assert counts["BM25"] >= 1 and counts["retrieve"] >= 1 and counts["lcut"] >= lcut, (name, counts)
+        source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                           if c["cell_type"] == "code")
+        assert "import bm25s" in source and "index.index(" in source and "augment_messages(" in source, name
+        assert "Retriever(index, passages" in source and "retriever=retriever" in source, name

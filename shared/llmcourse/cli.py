@@ -14,6 +14,7 @@ Usage::
     llmcourse chat day3/config.yaml "退货期多久？" "那超过了怎么办？"   # multi-turn against a running server
     llmcourse student --out learner                         # the learner edition of every day (make student)
     llmcourse grade release|collect|autograde|feedback|export ...   # instructors; see grading/README.md
+    llmcourse hub start|release|collect|return-feedback ...         # the course hub (JupyterHub + nbgrader exchange)
 
 Overrides are ``section.field=value`` and use the config's field names. A mistake the user can fix
 (a :class:`llmcourse.errors.CourseError`: config, data, paths, a missing run or package) and a usage
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     student.add_argument("--days", nargs="*", default=None, help="default: every day")
     from llmcourse.grading.workflow import add_grade_commands
     add_grade_commands(sub)
+    from llmcourse.grading.hub import add_hub_commands
+    add_hub_commands(sub)
     return parser
 
 
@@ -160,6 +163,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "grade":
         from llmcourse.grading.workflow import run_grade_command
         return run_grade_command(args)
+    if args.command == "hub":
+        from llmcourse.grading.hub import run_hub_command
+        return run_hub_command(args)
     raise AssertionError(args.command)
 
 

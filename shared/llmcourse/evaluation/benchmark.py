@@ -27,11 +27,19 @@ from llmcourse.evaluation.scoring import auto_score, rouge_l
 
 COLUMNS = ["model", "engine", "case_id", "kind", "auto_score", "rouge_l", "latency_s", "ttft_s",
            "prompt_tokens", "output_tokens", "tokens_per_s", "peak_memory_mb", "memory_kind"]
+RAG = "+rag"  # the retrieval arms: "base+rag", "fine_tuned+rag"
 
 
 def run_benchmark(cfg: CourseConfig, cases: list[dict], adapter_dir: str | Path, out_dir: str | Path,
-                  engines: list[str] | None = None, batch_size: int | None = None):
-    """Answer every case with the base and the fine-tuned model on each engine; write the files."""
+                  engines: list[str] | None = None, batch_size: int | None = None, retriever=None):
+    """Answer every case with the base and the fine-tuned model on each engine; write the files.
+
+    With ``retriever`` (a callable: messages -> (augmented messages, passage ids), e.g.
+    :class:`llmcourse.inference.retrieval.Retriever`) each model also answers the augmented prompts:
+    four arms, ``model`` = base, base+rag, fine_tuned, fine_tuned+rag (:data:`RAG`); the retrieved
+    ids are saved with each answer, and ``arms.csv`` / ``arms.md`` (:mod:`llmcourse.evaluation.arms`)
+    are written too. Both prompt sets of a model share one load: its peak memory covers both.
+    """
     import pandas as pd
 
     out = Path(out_dir)
@@ -39,29 +47,44 @@ def run_benchmark(cfg: CourseConfig, cases: list[dict], adapter_dir: str | Path,
     with (out / "cases.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(case, ensure_ascii=False) + "\n" for case in cases)
     rows, generations = [], []
-    prompts = [case["messages"] for case in cases]
+    arms = {"": ([case["messages"] for case in cases], [None] * len(cases))}
+    if retriever is not None:  # retrieval runs once; every model then sees the same augmented prompts
+        augmented = [retriever(case["messages"]) for case in cases]
+        arms[RAG] = ([messages for messages, _ in augmented], [ids for _, ids in augmented])
     for engine_name in engines or default_engines():
-        for model_name, adapter in (("base", None), ("fine_tuned", adapter_dir)):
+        for base_name, adapter in (("base", None), ("fine_tuned", adapter_dir)):
             with ResourceMonitor(cfg.model.device) as monitor:
                 engine = load_engine(cfg, adapter, engine=engine_name)
-                results = engine.generate(prompts, batch_size=batch_size, progress=True)
+                answered = {suffix: engine.generate(prompts, batch_size=batch_size, progress=True)
+                            for suffix, (prompts, _) in arms.items()}
             del engine
-            for case, result in zip(cases, results):
-                generations.append({"model": model_name, "engine": engine_name, "case_id": case["case_id"],
-                                    "question": question_of(case), **result.to_dict()})
-                rows.append({"model": model_name, "engine": engine_name, "case_id": case["case_id"],
-                             "kind": case.get("kind", ""), "auto_score": auto_score(case, result.text),
-                             "rouge_l": rouge_l(result.text, case.get("reference", "")),
-                             "latency_s": result.latency_s, "ttft_s": result.ttft_s,
-                             "prompt_tokens": result.prompt_tokens, "output_tokens": result.output_tokens,
-                             "tokens_per_s": result.tokens_per_s, "peak_memory_mb": monitor.summary["peak_memory_mb"],
-                             "memory_kind": monitor.summary["memory_kind"]})
+            for suffix, results in answered.items():
+                _record(rows, generations, cases, results, arms[suffix][1], base_name + suffix, engine_name, monitor)
     with (out / GENERATIONS).open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(out / BENCHMARK_CSV, index=False)
     (out / BENCHMARK_SUMMARY).write_text(summary_table(table), encoding="utf-8")
+    if retriever is not None:
+        from llmcourse.evaluation.arms import write_arms
+        write_arms(out)
     return table
+
+
+def _record(rows: list, generations: list, cases: list[dict], results: list, retrieved: list,
+            model_name: str, engine_name: str, monitor) -> None:
+    """One generation and one table row per case (the table is recomputable from the generations)."""
+    for case, result, ids in zip(cases, results, retrieved):
+        generations.append({"model": model_name, "engine": engine_name, "case_id": case["case_id"],
+                            "question": question_of(case), **result.to_dict(),
+                            **({"retrieved": ids} if ids is not None else {})})
+        rows.append({"model": model_name, "engine": engine_name, "case_id": case["case_id"],
+                     "kind": case.get("kind", ""), "auto_score": auto_score(case, result.text),
+                     "rouge_l": rouge_l(result.text, case.get("reference", "")),
+                     "latency_s": result.latency_s, "ttft_s": result.ttft_s,
+                     "prompt_tokens": result.prompt_tokens, "output_tokens": result.output_tokens,
+                     "tokens_per_s": result.tokens_per_s, "peak_memory_mb": monitor.summary["peak_memory_mb"],
+                     "memory_kind": monitor.summary["memory_kind"]})
 
 
 def benchmark_or_reuse(cfg: CourseConfig, cases: list[dict], adapter_dir: str | Path, out_dir: str | Path,

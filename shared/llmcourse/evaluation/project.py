@@ -236,6 +236,10 @@ def _section_verification(project: Path, verify_dir: Path) -> list[str]:
     summary = verify_dir / BENCHMARK_SUMMARY
     if summary.exists():
         lines.append(summary.read_text(encoding="utf-8").strip())
+    from llmcourse.evaluation.arms import ARMS_MD
+    if (verify_dir / ARMS_MD).exists():  # the retrieval arms (04_verify with a retriever)
+        lines += ["", "四组对比（原始模型 / 原始模型 + 检索 / 微调模型 / 微调模型 + 检索）：", "",
+                  (verify_dir / ARMS_MD).read_text(encoding="utf-8").strip()]
     for name, title in (("quality.png", "质量"), ("latency.png", "延迟"), ("memory.png", "内存")):
         if (verify_dir / name).exists():
             lines += ["", f"![{title}]({_relative(verify_dir / name, project)})"]

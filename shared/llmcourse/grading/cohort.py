@@ -34,7 +34,8 @@ ungradable             correct answers; 02_lora_training.ipynb has nbgrader meta
 The training runs are synthetic too (:func:`write_run`): a config, a log and a tiny adapter in
 PEFT's format with the ranks, alpha and target modules of the config, written without a model.
 :func:`write_day3_project` lays out a complete Day 3 project (data/built, train/run, deploy, README)
-the same way, for the rubric's evidence checks.
+the same way, for the rubric's evidence checks; :func:`write_real_adapters` gives such projects real
+adapters of the stand-in (for the model checks: class grading on one vLLM).
 :func:`write_gradebook` fills an nbgrader gradebook directly (no autograde) with learners who earned a
 chosen share of each notebook's points, for the track scoring of Day 1 and Day 2 (code, no-code, both).
 """
@@ -299,6 +300,39 @@ def write_day3_project(folder: str | Path) -> Path:
                                       "<!-- results:start -->\n测试集准确率 0.8\n<!-- results:end -->\n",
                                       encoding="utf-8")
     return folder
+
+
+def write_real_adapters(runs: dict[str | Path, float], seed: int = 0) -> None:
+    """Replace each run's synthetic adapter by a real PEFT adapter for its config's model, one model load for all.
+
+    ``runs`` = ``{run folder: scale}``: lora_B is drawn from N(0, scale) (0 = PEFT's untrained init), so
+    learners with different scales answer differently; the tokenizer with the course template goes beside
+    it, as training saves it. For the class-grading test and benchmark (llmcourse.grading.class_eval).
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcourse.config import load_config
+    from llmcourse.env.loading import resolve_model_path, use_course_template
+    from llmcourse.training.run import lora_config
+
+    model = None
+    for number, (run, scale) in enumerate(runs.items()):
+        run = Path(run)
+        cfg = load_config(run / RUN_CONFIG)
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg))
+            tokenizer = use_course_template(AutoTokenizer.from_pretrained(resolve_model_path(cfg)), cfg)
+        peft_model = get_peft_model(model, lora_config(cfg))
+        generator = torch.Generator().manual_seed(seed + number)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.data.normal_(0, scale, generator=generator) if scale else parameter.data.zero_()
+        shutil.rmtree(run / ADAPTER_DIR, ignore_errors=True)
+        peft_model.save_pretrained(run / ADAPTER_DIR)
+        tokenizer.save_pretrained(run / ADAPTER_DIR)
+        model = peft_model.unload()  # the bare base model again, for the next learner
 
 
 def write_gradebook(course, learners: dict[str, dict[str, dict[str, float]]]) -> Path:

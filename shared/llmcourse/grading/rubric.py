@@ -26,6 +26,8 @@ Each automatic dimension is a list of checks read from the learner's Day 3 folde
   the adapter passes ``check_adapter``; eval files. A fabricated log (:mod:`llmcourse.grading.integrity`) zeroes it.
 * ``improvement``: the grader re-evaluates the learner's adapter and the base model on the instructor's
   held-out set (capped questions and tokens) and scores the key-fact gain (label accuracy for intent data).
+  A batch asks one shared vLLM instead of loading the model per learner (:mod:`llmcourse.grading.class_eval`);
+  both paths compute in the rubric's ``dtype`` and refuse an adapter that does not fit the base (:func:`adapter_mismatch`).
 * ``deployment``: ``deploy/client.py`` uses the openai client; the learner's API starts
   (:func:`llmcourse.serving.server.running_server`) and holds a multi-turn chat (:func:`llmcourse.serving.chat.multi_turn`);
   load-test results; the README results section is filled in, and so are its 环境 / 启动方式 /
@@ -340,14 +342,20 @@ def _locked(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def grading_config(folder: Path):
-    """The learner's run config made runnable here: their adapter, our model cache, greedy decoding."""
+def grading_config(folder: Path, dtype: str | None = None):
+    """The learner's run config made runnable here: their adapter, our model cache, greedy decoding.
+
+    ``dtype`` (rubric.yaml's ``dtype`` of the dimension) replaces the learner's ``model.dtype``: the grader
+    computes every learner in the same precision, whichever engine answers (see llmcourse.grading.class_eval).
+    """
     from llmcourse.config import load_config
 
     run = project_paths(folder)[1]
     cfg = load_config(run / RUN_CONFIG) if (run / RUN_CONFIG).is_file() else load_config(folder / "config.yaml")
     if cfg.model.path and not Path(cfg.model.path).exists():
         cfg.model.path = None  # a folder on the learner's machine: use this machine's copy of the model
+    if dtype:
+        cfg.model.dtype = dtype
     cfg.model.device = "auto"
     cfg.train.output_dir = str(run)
     cfg.serve.adapter_dir = str(run / ADAPTER_DIR)
@@ -366,20 +374,70 @@ def answer_metric(examples, answers: list[str]) -> tuple[str, float]:
     return "none", 0.0
 
 
+def adapter_mismatch(cfg, adapter: Path) -> str | None:
+    """Why the LoRA ``adapter`` does not fit ``cfg``'s base model (a module it lacks, other shapes), or None.
+
+    Read from the safetensors headers only. Checked before any engine gets the adapter: vLLM loads an
+    adapter of another model's shapes without a word and answers as the base model would.
+    """
+    import re
+
+    from safetensors import SafetensorError, safe_open
+
+    from llmcourse.env.loading import resolve_model_path
+
+    weights = Path(adapter) / ADAPTER_WEIGHTS
+    files = sorted(Path(resolve_model_path(cfg)).glob("*.safetensors"))
+    if not files or not weights.is_file():
+        return None  # a hub id, or no weights file: the engines say what is missing
+    shapes = {}
+    for path in files:
+        with safe_open(str(path), "np") as handle:
+            shapes.update({key: handle.get_slice(key).get_shape() for key in handle.keys()})  # noqa: SIM118  (a safetensors handle, not a dict)
+    try:
+        with safe_open(str(weights), "np") as handle:
+            lora = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        return f"适配器文件 {weights.name} 读不出来（{exc}）"
+    for key, shape in sorted(lora.items()):
+        match = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.\w+)?\.weight", key)
+        if not match:
+            continue
+        module, part = match.groups()
+        base = shapes.get(f"{module}.weight")
+        if base is None:
+            return f"适配器的 {module} 在基座模型 {cfg.model.name} 里不存在：它不是在这个基座上训练的"
+        want, got = (base[1], shape[1]) if part == "A" else (base[0], shape[0])
+        if want != got:
+            return (f"适配器与基座模型 {cfg.model.name} 的形状不符（{module} 需要 {want} 维，适配器是 {got} 维）："
+                    "它是在别的基座模型上训练的，或者文件被改过")
+    return None
+
+
 def _generate(cfg, adapter: Path | None, examples) -> list[str]:
     from llmcourse.inference.engines import TransformersEngine
     return [g.text for g in TransformersEngine(cfg, adapter).generate([e.prompt_messages for e in examples])]
 
 
-def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_dir: Path | None = None) -> dict:
-    """Re-evaluate the learner's adapter and the base model on the held-out set; score the gain."""
+def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_dir: Path | None = None,
+                         generate=None) -> dict:
+    """Re-evaluate the learner's adapter and the base model on the held-out set; score the gain.
+
+    ``generate(cfg, adapter or None, examples) -> answers`` answers the questions: by default a fresh
+    transformers load per call; the class path (llmcourse.grading.class_eval) passes one that asks the
+    class's shared vLLM server. Its ``engine`` attribute keeps the two paths' cached base answers apart.
+    """
     from llmcourse.data.jsonl import load_chat_jsonl
 
+    generate = generate or _generate
     built, run = project_paths(folder)
     adapter = run / ADAPTER_DIR
     if not (adapter / ADAPTER_CONFIG).is_file():
         return {"checks": [asdict(Check.of("heldout_gain", False, "没有训练好的适配器 train/run/adapter"))]}
-    cfg = grading_config(folder)
+    cfg = grading_config(folder, settings.get("dtype"))
+    mismatch = adapter_mismatch(cfg, adapter)
+    if mismatch:
+        return {"checks": [asdict(Check.of("heldout_gain", False, mismatch, points=3))]}
     cfg.infer.max_tokens = settings.get("max_tokens", 48)
     cfg.infer.engine = "transformers"
     scenario = cfg.data.scenario
@@ -389,15 +447,16 @@ def improvement_evidence(folder: Path, settings: dict, rubric_dir: Path, cache_d
         return {"checks": [asdict(Check.skipped("heldout_gain", f"评分用的留出集 {source} 不存在"))]}
     examples = load_chat_jsonl(source)[: settings.get("max_questions", 12)]
     key = hashlib.sha256(f"{cfg.model.name}|{source.resolve()}|{source.stat().st_mtime_ns}|{len(examples)}|"
-                         f"{cfg.infer.max_tokens}".encode()).hexdigest()[:16]
+                         f"{cfg.infer.max_tokens}|{cfg.model.dtype}|{getattr(generate, 'engine', 'transformers')}"
+                         .encode()).hexdigest()[:16]
     cache = (cache_dir or folder / ".grading_cache") / f"base_{key}.json"
     with _locked(cache):
         if cache.is_file():
             base_answers = json.loads(cache.read_text(encoding="utf-8"))
         else:
-            base_answers = _generate(cfg, None, examples)
+            base_answers = generate(cfg, None, examples)
             cache.write_text(json.dumps(base_answers, ensure_ascii=False), encoding="utf-8")
-    tuned_answers = _generate(cfg, adapter, examples)
+    tuned_answers = generate(cfg, adapter, examples)
     metric, base = answer_metric(examples, base_answers)
     _, tuned = answer_metric(examples, tuned_answers)
     target = settings.get("target_gain", 0.3)
@@ -425,18 +484,25 @@ def _client_check(folder: Path) -> Check:
     return Check.of("client_script", uses, "使用 openai 客户端" if uses else "deploy/client.py 没有用 openai 客户端")
 
 
-def _api_check(folder: Path, settings: dict) -> tuple[Check, list[dict]]:
+def _api_check(folder: Path, settings: dict, serve=None) -> tuple[Check, list[dict]]:
+    """The learner's API holds a multi-turn chat. ``serve(cfg)`` is a context manager giving the endpoint
+    (``base_url``, ``api_key``, ``model``, optional ``extra_body``): by default the learner's own server
+    (:func:`llmcourse.serving.server.running_server`), in the class path their adapter on the shared one."""
     try:
         from llmcourse.serving.chat import multi_turn
         from llmcourse.serving.server import running_server
     except ImportError as exc:
         return Check.skipped("api_multi_turn", f"评分环境缺少 {exc.name}"), []
     turns = settings.get("turns") or ["你好", "请再说一遍"]
+    serve = serve or (lambda cfg: running_server(cfg, timeout=settings.get("start_timeout_s", 300)))
     try:
-        cfg = grading_config(folder)
-        with running_server(cfg, timeout=settings.get("start_timeout_s", 300)) as server:
+        cfg = grading_config(folder, settings.get("dtype"))
+        mismatch = adapter_mismatch(cfg, Path(cfg.serve.adapter_dir)) if cfg.serve.use_adapter else None
+        if mismatch:
+            return Check.of("api_multi_turn", False, f"没有启动服务：{mismatch}", points=2), []
+        with serve(cfg) as server:
             answers = multi_turn(server.base_url, server.api_key, server.model, turns,
-                                 max_tokens=settings.get("max_tokens", 48))
+                                 max_tokens=settings.get("max_tokens", 48), extra_body=getattr(server, "extra_body", None))
     except Exception as exc:  # noqa: BLE001  (the learner's service failing is the finding)
         return Check.of("api_multi_turn", False, f"服务没有启动或对话失败：{type(exc).__name__}: {str(exc)[:300]}", points=2), []
     transcript = [{"question": t.question, "answer": t.answer, "messages_sent": t.messages_sent} for t in answers]
@@ -482,11 +548,12 @@ def _readme_checks(folder: Path, template: Path | None) -> list[Check]:
     return checks
 
 
-def deployment_evidence(folder: Path, settings: dict, template_readme: Path | None = None, run_api: bool = True) -> dict:
+def deployment_evidence(folder: Path, settings: dict, template_readme: Path | None = None, run_api: bool = True,
+                        serve=None) -> dict:
     checks = [_client_check(folder)]
     transcript: list[dict] = []
     if run_api:
-        api, transcript = _api_check(folder, settings)
+        api, transcript = _api_check(folder, settings, serve)
         checks.append(api)
     loadtest = folder / "deploy" / "loadtest" / LOADTEST_JSON
     try:
@@ -499,15 +566,21 @@ def deployment_evidence(folder: Path, settings: dict, template_readme: Path | No
 
 
 def collect_evidence(rubric: Rubric, assignment: str, folder: str | Path, cache_dir: Path | None = None,
-                     run_models: bool = True) -> dict[str, dict]:
+                     run_models: bool = True, kinds: set[str] | None = None, generate=None,
+                     serve=None) -> dict[str, dict]:
     """Evidence for every automatic dimension of ``assignment`` from one learner's folder.
 
     ``run_models=False`` skips the two checks that load a model (re-evaluation, API chat).
+    ``kinds``: only the dimensions with these evidence kinds (e.g. ``{"improvement", "deployment"}``).
+    ``generate`` / ``serve``: how the model checks reach the model (:func:`improvement_evidence`,
+    :func:`_api_check`); the defaults load it for this learner, the class path passes its shared server's.
     """
     folder = Path(folder)
     rubric_dir = Path(rubric.path).parent if rubric.path else RUBRIC_FILE.parent
     evidence = {}
     for name, dimension in rubric.assignments[assignment].dimensions.items():
+        if kinds is not None and dimension.evidence not in kinds:
+            continue
         settings = rubric.settings(assignment, dimension.evidence) if dimension.evidence else {}
         try:
             if dimension.evidence == "data":
@@ -515,10 +588,11 @@ def collect_evidence(rubric: Rubric, assignment: str, folder: str | Path, cache_
             elif dimension.evidence == "fine_tuning":
                 evidence[name] = fine_tuning_evidence(folder, settings)
             elif dimension.evidence == "improvement":
-                evidence[name] = improvement_evidence(folder, settings, rubric_dir, cache_dir) if run_models else \
-                    {"checks": [asdict(Check.skipped("heldout_gain", "本次评分没有运行模型"))]}
+                evidence[name] = improvement_evidence(folder, settings, rubric_dir, cache_dir, generate) if run_models \
+                    else {"checks": [asdict(Check.skipped("heldout_gain", "本次评分没有运行模型"))]}
             elif dimension.evidence == "deployment":
-                evidence[name] = deployment_evidence(folder, settings, COURSE_ROOT / assignment / "README.md", run_models)
+                evidence[name] = deployment_evidence(folder, settings, COURSE_ROOT / assignment / "README.md", run_models,
+                                                     serve)
         except Exception as exc:  # noqa: BLE001  (one broken dimension must not lose the others)
             evidence[name] = {"checks": [asdict(Check.of(dimension.evidence, False, f"{type(exc).__name__}: {exc}"))]}
     return evidence

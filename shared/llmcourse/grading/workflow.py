@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -293,6 +294,7 @@ class Settings:
     output_limit: int = 200_000
     evidence: str = "all"          # rubric evidence (Day 3): all | static (no model runs) | none
     evidence_timeout: int = 900
+    class_server: str = "auto"     # Day 3 model checks: auto = one vLLM for the batch where enabled (class_eval) | off
 
     def deadline(self, notebooks: int, with_evidence: bool) -> float:
         """Seconds a worker may spend on one learner before the watchdog steps in."""
@@ -609,10 +611,18 @@ def autograde(course: Course, assignment: str, settings: Settings | None = None,
     if not students:
         raise GradingError(f"grading/submitted/ 下没有 {assignment} 的提交：先运行 llmcourse grade collect {assignment} 目录")
     notebooks = len(list(release_dir.glob("*.ipynb")))
-    with_evidence = settings.evidence != "none" and has_dimensions(load_rubric(course.rubric_path), assignment)
-    outcomes = run_pool(students, _start_grading_worker(course, assignment, settings),
-                        deadline=settings.deadline(notebooks, with_evidence), workers=settings.workers,
+    rubric = load_rubric(course.rubric_path)
+    with_evidence = settings.evidence != "none" and has_dimensions(rubric, assignment)
+    # Day 3's model checks for the whole batch on one vLLM (llmcourse.grading.class_eval): the pool then
+    # collects only the static evidence, and the class pass below adds improvement and deployment.
+    from llmcourse.grading.class_eval import grade_class, use_class_server
+    shared = with_evidence and settings.evidence == "all" and use_class_server(rubric, assignment, settings.class_server)
+    pool_settings = dataclasses.replace(settings, evidence="static") if shared else settings
+    outcomes = run_pool(students, _start_grading_worker(course, assignment, pool_settings),
+                        deadline=pool_settings.deadline(notebooks, with_evidence), workers=settings.workers,
                         on_result=progress, logs=f"日志在 {course.grading / 'records' / assignment / '_workers'}；")
+    if shared:
+        grade_class(course, assignment, students, rubric)
     graded = []
     for student in students:
         outcome = outcomes.get(student, ("crashed", None))
@@ -912,6 +922,9 @@ def add_grade_commands(sub) -> None:
     run.add_argument("--student", action="append", default=None, help="only this learner (repeatable)")
     run.add_argument("--evidence", choices=["all", "static", "none"], default="all",
                      help="Day 3 rubric evidence: all, static (no re-evaluation or API start), none")
+    run.add_argument("--class-server", choices=["auto", "off"], default="auto",
+                     help="Day 3 model checks: auto = one vLLM serving every learner's adapter (rubric.yaml "
+                          "class_server), off = a model load and an API start per learner")
     step("feedback", "HTML feedback per learner into grading/feedback/ (hidden tests removed)")
     export_parser = step("export", "gradebook.csv, class_report.md and scores.png", assignment=False)
     export_parser.add_argument("--out", default=None, help="default: <course>/grading/exports")
@@ -935,7 +948,7 @@ def run_grade_command(args) -> int:
         elif args.grade_command == "autograde":
             settings = Settings(workers=args.workers, cell_timeout=args.cell_timeout,
                                 notebook_timeout=args.notebook_timeout, output_limit=args.output_limit,
-                                evidence=args.evidence)
+                                evidence=args.evidence, class_server=args.class_server)
             started = time.monotonic()
             graded = autograde(course, args.assignment, settings, students=args.student,
                                progress=lambda student, result: print(f"  {student}: {getattr(result, 'status', result)}",

@@ -29,7 +29,7 @@ CPU_PARAMETERS = {
 CI_PARAMETERS = {
     "day1": {"02_lora_training.ipynb": {"max_steps": 8, "max_samples": 32},
              "03_no_code.ipynb": {"auto_start": True, "max_steps": 5, "max_samples": 16}},
-    "day2": {"01_inference.ipynb": {"max_cases": 6, "max_tokens": 24},
+    "day2": {"01_inference.ipynb": {"max_cases": 6, "max_heldout": 2, "max_tokens": 24},  # 4 arms × 13 cases
              "02_acceleration.ipynb": {"n_prompts": 8, "max_tokens": 16},
              "04_troubleshooting.ipynb": {"max_steps": 3, "max_samples": 8, "batch_size": 2, "probe_count": 2,
                                           "max_tokens": 12, "memory_batch": 2, "memory_length": 32},

@@ -46,8 +46,11 @@ def client(base_url: str, api_key: str, timeout: float = 300):
 
 
 def multi_turn(base_url: str, api_key: str, model: str, questions: list[str], system: str | None = None,
-               max_tokens: int = 96, temperature: float = 0.0) -> list[Turn]:
-    """Ask ``questions`` one after another in one conversation; every request carries the history."""
+               max_tokens: int = 96, temperature: float = 0.0, extra_body: dict | None = None) -> list[Turn]:
+    """Ask ``questions`` one after another in one conversation; every request carries the history.
+
+    ``extra_body``: fields beyond OpenAI's, sent as they are (the grader's class server takes each learner's
+    ``chat_template_kwargs`` this way: llmcourse.grading.class_eval)."""
     api = client(base_url, api_key)
     history = [{"role": "system", "content": system}] if system else []
     turns = []
@@ -55,7 +58,7 @@ def multi_turn(base_url: str, api_key: str, model: str, questions: list[str], sy
         history.append({"role": "user", "content": question})
         started = time.perf_counter()
         response = api.chat.completions.create(model=model, messages=history, max_tokens=max_tokens,
-                                               temperature=temperature)
+                                               temperature=temperature, extra_body=extra_body)
         answer = response.choices[0].message.content or ""
         usage = response.usage
         turns.append(Turn(question, answer, round(time.perf_counter() - started, 3),
