@@ -91,11 +91,11 @@ def test_the_class_pass_merges_the_model_dimensions_into_each_learners_evidence(
 
 @pytest.fixture(scope="module")
 def day3_class(tmp_path_factory):
-    """Three learners with real, different adapters of the stand-in, and one whose adapter is not the stand-in's."""
+    """Two learners with real, different adapters of the stand-in, and one whose adapter is not the stand-in's
+    (a fourth real learner added about 80 s to CI and no case the two do not cover)."""
     root = tmp_path_factory.mktemp("class")
-    folders = {name: write_day3_project(root / name) for name in ("ann", "dora", "ben", "cai")}
-    write_real_adapters({folders["ann"] / "train" / "run": 0.0, folders["ben"] / "train" / "run": 0.01,
-                         folders["cai"] / "train" / "run": 0.03})
+    folders = {name: write_day3_project(root / name) for name in ("ann", "dora", "ben")}
+    write_real_adapters({folders["ann"] / "train" / "run": 0.0, folders["ben"] / "train" / "run": 0.01})
     return root, folders  # dora keeps write_run's synthetic adapter: its shapes fit no real model
 
 
@@ -117,7 +117,7 @@ def test_the_class_path_scores_every_learner_as_the_per_learner_path_does(day3_c
     for student in folders:
         print(student, scores(rubric, alone[student]), scores(rubric, together[student]))
         assert scores(rubric, together[student]) == scores(rubric, alone[student]), student
-    for student in ("ann", "ben", "cai"):
+    for student in ("ann", "ben"):
         mine, theirs = together[student]["improvement"]["numbers"], alone[student]["improvement"]["numbers"]
         assert mine["examples"] == theirs["examples"], student      # the same greedy answers, word for word
         assert together[student]["deployment"]["transcript"] == alone[student]["deployment"]["transcript"], student
@@ -125,8 +125,8 @@ def test_the_class_path_scores_every_learner_as_the_per_learner_path_does(day3_c
         assert api["earned"] == 2, api["detail"]
     # The adapters differ, and so do their answers: the server asked each learner's own adapter.
     assert len({json.dumps(together[s]["improvement"]["numbers"]["examples"], ensure_ascii=False)
-                for s in ("ann", "ben", "cai")}) == 3
-    # Dora's adapter is a finding of her own in both dimensions; Ben and Cai, after her, were still graded.
+                for s in ("ann", "ben")}) == 2
+    # Dora's adapter is a finding of her own in both dimensions; Ben, after her, was still graded.
     broken = together["dora"]
     assert broken["improvement"]["checks"][0]["earned"] == 0 and "形状不符" in broken["improvement"]["checks"][0]["detail"]
     api = next(c for c in broken["deployment"]["checks"] if c["name"] == "api_multi_turn")

@@ -24,7 +24,7 @@ def test_train_with_bad_data_stops_with_file_and_line(tmp_path):
 
 def test_data_summary():
     done = run_cli("data-summary", str(TRAIN_FILE))
-    assert done.returncode == 0 and '"examples": 135' in done.stdout
+    assert done.returncode == 0 and '"examples": 270' in done.stdout
 
 
 def test_doctor_runs():

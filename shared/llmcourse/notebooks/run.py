@@ -21,7 +21,7 @@ SKIP = shutil.ignore_patterns(*LEARNER_ARTIFACTS, *JUNK)
 
 # Small enough for a 2-core CPU and CI, large enough for every check to mean something.
 CPU_PARAMETERS = {
-    "day1": {"02_lora_training.ipynb": {"max_steps": 60},
+    "day1": {"02_lora_training.ipynb": {"max_steps": 80},
              "03_no_code.ipynb": {"auto_start": True, "max_steps": 30}},
     "day2": {"05_no_code.ipynb": {"auto_fill": True}},
     "day3": {},
