@@ -19,7 +19,7 @@ def test_papermill_runs_every_day1_notebook(executed_course):
     log = [json.loads(line) for line in (out / "day1" / "runs" / "my_first_lora" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
     assert [row["step"] for row in log if row.get("eval_loss")] == [4, 8]  # the validation curve's points
-    assert "你的适配器文件：15.2 MB" in text  # r = 16, as the prose next to it says
+    assert "你的适配器文件：30.4 MB" in text  # r = 32, as the prose next to it says
 
 
 def test_the_notebooks_step_by_step_run_leaves_what_train_leaves(executed_course):
