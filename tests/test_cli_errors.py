@@ -112,6 +112,15 @@ def _hub_settings(tmp: Path, **fields) -> str:
     return str(path)
 
 
+def _without_fact_id(tmp: Path) -> str:
+    """A valid chat JSONL whose rows say nothing of which fact they ask about."""
+    path = tmp / "no_fact_id.jsonl"
+    rows = [json.loads(line) for line in TRAIN_FILE.read_text(encoding="utf-8").splitlines()[:3]]
+    path.write_text("".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    return str(path)
+
+
 def _config_cases(command: tuple[str, ...], extra: list[str] = ()) -> dict:
     kinds = ["missing_file", *BAD_CONFIGS]
     return {kind: (lambda tmp, kind=kind: [*command, _config(tmp, kind), *extra]) for kind in kinds}
@@ -139,6 +148,10 @@ CASES: dict[tuple[str, ...], dict] = {
                         "no_sources": lambda tmp: ["data", "build", str(CPU_CONFIG)],
                         **{raw: (lambda tmp, raw=raw: ["data", "build", _build_config(tmp, raw)])
                            for raw in ("missing_raw", "wrong_columns", "malformed_xlsx")}},
+    ("data", "add-context"): {**_data_cases(["data", "add-context"], None),
+                              "no_fact_id": lambda tmp: ["data", "add-context", _without_fact_id(tmp)],
+                              "bad_every": lambda tmp: ["data", "add-context", str(TRAIN_FILE), "--every", "0",
+                                                        "--out", str(tmp / "out.jsonl")]},
     ("train",): {**_config_cases(("train",)), **_data_cases(["train"], "data.train_file"),
                  "bad_override": lambda tmp: ["train", str(CPU_CONFIG), "train.max_steps=-5"]},
     ("run-course",): {"unknown_day": lambda tmp: ["run-course", "--out", str(tmp / "out"), "--days", "day9"],

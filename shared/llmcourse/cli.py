@@ -7,6 +7,7 @@ Usage::
     llmcourse check-config day1/configs/gemma3-270m_lora_sft.yaml lora.r=8
     llmcourse data-summary day1/data/faq_train.jsonl
     llmcourse data build day3/config.yaml [data.split_seed=7]   # raw files -> train/val/test + report
+    llmcourse data add-context data/train.jsonl --out data/train_rag.jsonl   # rows with retrieved passages (RAFT)
     llmcourse train day1/configs/gemma3-270m_lora_sft.yaml train.max_steps=20 train.output_dir=runs/try1 [--resume]
     llmcourse evaluate runs/try1 [--base] [--limit 20]
     llmcourse run-course --out outputs --days day1 [--profile ci]
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     build = data.add_parser("build", help="raw business files -> train/val/test JSONL, rejected rows, data report")
     build.add_argument("config")
     build.add_argument("overrides", nargs="*", help="section.field=value, e.g. data.split_seed=7")
+    context = data.add_parser("add-context", help="give 1 question in N per fact retrieved passages (RAFT-style rows)")
+    context.add_argument("path", help="a chat JSONL whose rows carry fact_id")
+    context.add_argument("--out", help="where to write (default: PATH itself, replaced atomically)")
+    context.add_argument("--add", action="store_true", help="append copies with passages instead of replacing rows")
+    context.add_argument("--every", type=int, default=3, help="one copy per this many questions of a fact")
+    context.add_argument("--k", type=int, default=3, help="passages per copy, as the retrieval arm's top_k")
     train = sub.add_parser("train", help="LoRA fine-tuning; writes the run artifacts")
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="section.field=value, e.g. lora.r=8 train.max_steps=20")
@@ -111,7 +118,11 @@ def _run(args: argparse.Namespace) -> int:
         from llmcourse.data.jsonl import load_chat_jsonl, summarize
         print(json.dumps(summarize(load_chat_jsonl(args.path)), ensure_ascii=False, indent=2))
         return 0
-    if args.command == "data":  # the only data subcommand so far: build
+    if args.command == "data" and args.data_command == "add-context":
+        from llmcourse.data.context_rows import add_context_rows
+        print(json.dumps(add_context_rows(args.path, args.out, every=args.every, k=args.k, add=args.add), ensure_ascii=False))
+        return 0
+    if args.command == "data":  # build
         cfg = load_config_with_cli_overrides(args.config, args.overrides)  # a bad config fails before heavy imports
         from llmcourse.data.build import build_dataset_from_config
         print(build_dataset_from_config(cfg).summary_line())

@@ -85,7 +85,15 @@ def faq_passages(path: str | Path, include_questions: bool = True) -> list[Passa
     """One passage per ``fact_id`` of a chat JSONL (its answer; its questions indexed too)."""
     from llmcourse.data.jsonl import load_chat_jsonl
 
-    examples = load_chat_jsonl(path)
+    passages = passages_of(load_chat_jsonl(path), include_questions)
+    if not passages:
+        raise InputError(f"{path} 里没有可检索的内容：知识库至少要有一条带答案的对话")
+    return passages
+
+
+def passages_of(examples, include_questions: bool = True) -> list[Passage]:
+    """:func:`faq_passages` of rows already loaded; a question asked twice (a row and its copy with
+    passages, :mod:`llmcourse.data.context_rows`) is indexed once."""
     facts: dict[str, dict] = {}
     for number, example in enumerate(examples, 1):
         fact = example.meta.get("fact_id")
@@ -94,13 +102,11 @@ def faq_passages(path: str | Path, include_questions: bool = True) -> list[Passa
             facts[key] = {"answer": f"{example.question} → {example.answer}", "questions": []}
             continue
         entry = facts.setdefault(fact, {"answer": example.answer, "questions": []})
-        entry["questions"].append(example.question)
-    passages = [Passage(id=key, text=entry["answer"], questions=tuple(entry["questions"]),
-                        search_text="\n".join([entry["answer"], *(entry["questions"] if include_questions else [])]))
-                for key, entry in facts.items()]
-    if not passages:
-        raise InputError(f"{path} 里没有可检索的内容：知识库至少要有一条带答案的对话")
-    return passages
+        if example.question not in entry["questions"]:
+            entry["questions"].append(example.question)
+    return [Passage(id=key, text=entry["answer"], questions=tuple(entry["questions"]),
+                    search_text="\n".join([entry["answer"], *(entry["questions"] if include_questions else [])]))
+            for key, entry in facts.items()]
 
 
 class Retriever:
