@@ -77,11 +77,9 @@ def _round_of(plain: list[ChatExample]) -> list[int]:
     """Each row's place among its fact's rows (0 for the first question of a fact, 1 for the second …)."""
     seen: dict[str, int] = defaultdict(int)
     places = []
-    for example in plain:
-        fact = example.meta.get("fact_id")
-        places.append(seen[fact] if fact else -1)
-        if fact:
-            seen[fact] += 1
+    for example in plain:  # every row has a fact_id: context_rows checked it
+        places.append(seen[example.meta["fact_id"]])
+        seen[example.meta["fact_id"]] += 1
     return places
 
 
