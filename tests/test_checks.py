@@ -16,7 +16,7 @@ def _config(tmp_path, **overrides):
 
 
 def test_good_config_passes(tmp_path):
-    assert checks.check_config(_config(tmp_path)).lora.r == 16
+    assert checks.check_config(_config(tmp_path)).lora.r == 32
 
 
 @pytest.mark.parametrize("overrides, words", [

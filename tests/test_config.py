@@ -9,7 +9,7 @@ from conftest import CPU_CONFIG, GPU_CONFIG, ROOT
 def test_example_configs_are_valid():
     cpu = load_config(CPU_CONFIG)
     gpu = load_config(GPU_CONFIG)
-    assert cpu.model.name == "gemma3-270m" and cpu.lora.r == 16
+    assert cpu.model.name == "gemma3-270m" and cpu.lora.r == 32
     assert gpu.model.name == "qwen3-4b-instruct-2507" and gpu.model.device == "cuda"
     assert gpu.infer.max_lora_rank >= gpu.lora.r
 

@@ -25,10 +25,10 @@ def form(tmp_path, monkeypatch):
 
 def test_defaults_give_the_code_tracks_config(form):
     cfg = form.build_config()
-    assert (cfg.model.name, cfg.lora.r, cfg.lora.lora_alpha, cfg.train.max_steps) == ("gemma3-270m", 16, 32, 60)
+    assert (cfg.model.name, cfg.lora.r, cfg.lora.lora_alpha, cfg.train.max_steps) == ("gemma3-270m", 32, 64, 80)
     assert cfg.train.assistant_only_loss and cfg.data.train_file.endswith("data/faq_train.jsonl")
     assert "配置有效" in form.message.value
-    assert "lora.r=16" in form.cli_command() and "max_steps: 60" in form.yaml_text()
+    assert "lora.r=32" in form.cli_command() and "max_steps: 80" in form.yaml_text()
 
 
 def test_changing_a_field_updates_preview_and_epochs_mode(form):
@@ -115,6 +115,28 @@ def test_labels_tooltips_and_choices_come_from_the_schema(tmp_path, monkeypatch)
     monkeypatch.setattr(info, "json_schema_extra", {"suggested": [8, 16, 24]})
     form = TrainingForm(run_dir="runs/no_code", submission_dir="sub")
     assert form.rank.description == "秩（测试）" and form.rank.tooltip == field_help("lora.r")
-    assert "换过的说明" in form.rank.tooltip and [value for _, value in form.rank.options] == [8, 16, 24]
+    assert "换过的说明" in form.rank.tooltip
+    # the example config's r (32) is off the patched list: it is added, and the form starts on it
+    assert [value for _, value in form.rank.options] == [8, 16, 24, 32] and form.rank.value == 32
     assert form.alpha.max == field_info("lora.lora_alpha").metadata[-1].le  # the schema's range
     assert form.learning_rate.description == field_info("train.learning_rate").title
+
+
+def test_the_form_starts_from_the_code_tracks_reference_answer(form):
+    """Both Day 1 tracks train the same default run: the form's starting values are the example config's,
+    and those are the settings of 02_lora_training's reference answer (its config_text)."""
+    import nbformat
+    import yaml
+    from llmcourse.grading.cohort import solution
+
+    notebook = nbformat.read(ROOT / "day1" / "02_lora_training.ipynb", as_version=4)
+    cell = next(c for c in notebook.cells if c.cell_type == "code" and "config_text = " in c.source
+                and "BEGIN SOLUTION" in c.source)
+    answer = yaml.safe_load(solution(cell).split('"""')[1])
+    cfg = form.build_config()
+    assert {name: getattr(cfg.lora, name) for name in answer["lora"]} == answer["lora"]
+    assert {name: getattr(cfg.train, name) for name in ("max_steps", "per_device_train_batch_size",
+                                                        "learning_rate")} == \
+        {name: answer["train"][name] for name in ("max_steps", "per_device_train_batch_size", "learning_rate")}
+    assert (form.rank.value, form.alpha.value, form.steps.value) == (answer["lora"]["r"], answer["lora"]["lora_alpha"],
+                                                                     answer["train"]["max_steps"])

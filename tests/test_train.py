@@ -15,7 +15,9 @@ from llmcourse.data.jsonl import DataError
 from llmcourse.env.lane import library_version
 from conftest import CPU_CONFIG, ROOT, run_cli
 
-SMALL = {"train.max_steps": 4, "data.max_samples": 16, "train.save_steps": 2, "train.logging_steps": 1}
+# The example config trains 8 rows a step; the tests keep 4 (half the time, the same code paths).
+SMALL = {"train.max_steps": 4, "data.max_samples": 16, "train.save_steps": 2, "train.logging_steps": 1,
+         "train.per_device_train_batch_size": 4}
 LOG_FIELDS = {"step", "loss", "learning_rate", "grad_norm", "tokens_per_s", "memory_mb", "memory_kind", "elapsed_s"}
 
 
@@ -67,7 +69,7 @@ def test_run_writes_every_artifact(unsloth_run):
     result, _, seen = unsloth_run
     out = result.output_dir
     resolved = load_config(out / "config.yaml")
-    assert resolved.train.engine == "unsloth" and resolved.model.device == "cpu" and resolved.lora.r == 16
+    assert resolved.train.engine == "unsloth" and resolved.model.device == "cpu" and resolved.lora.r == 32
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3, 4] and log == seen
     assert all(LOG_FIELDS <= set(row) for row in log)
@@ -77,10 +79,10 @@ def test_run_writes_every_artifact(unsloth_run):
     assert [row["step"] for row in evaluated] == [4] and all(row["eval_rows"] == training.EVAL_ROWS for row in evaluated)
     assert all(0 < row["eval_loss"] < 20 and row["eval_s"] > 0 for row in evaluated)
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
+    assert adapter["r"] == 32 and adapter["lora_alpha"] == 64
     assert set(adapter["target_modules"]) == set(training.get_model("gemma3-270m").target_modules)
     from llmcourse.training.lora_math import adapter_sizes
-    expected_mb = adapter_sizes(["gemma3-270m"], r=16)[0]["adapter_mb"]  # what Day 1 tells learners
+    expected_mb = adapter_sizes(["gemma3-270m"], r=32)[0]["adapter_mb"]  # what Day 1 tells learners
     assert abs((out / "adapter" / "adapter_model.safetensors").stat().st_size / 1e6 - expected_mb) < 0.05 * expected_mb
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     env = json.loads((out / "env.json").read_text())
@@ -141,7 +143,7 @@ def test_plain_trl_engine_trains_and_masks_the_prompt(trl_python, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     args = [sys.executable, "-m", "llmcourse.cli", "train", str(CPU_CONFIG), "train.max_steps=6",
-            "train.save_steps=2", "data.max_samples=16", f"train.output_dir={tmp_path}"]
+            "train.save_steps=2", "data.max_samples=16", "train.per_device_train_batch_size=4", f"train.output_dir={tmp_path}"]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 600
@@ -158,12 +160,12 @@ def test_resume_after_kill(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     from peft import PeftConfig
-    assert PeftConfig.from_pretrained(str(tmp_path / "adapter")).r == 16
+    assert PeftConfig.from_pretrained(str(tmp_path / "adapter")).r == 32
 
 
 def test_validation_points_and_rows_are_fixed_and_few(tmp_path):
     cfg = load_config(CPU_CONFIG)
-    assert training.eval_interval(cfg, 135) == 15  # 60 steps: 15, 30, 45, 60
+    assert training.eval_interval(cfg, 135) == 20  # 80 steps: 20, 40, 60, 80
     assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 8}), 135) == 4  # 4 and 8
     assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 4, "train.logging_steps": 2}), 9) == 4
     assert training.eval_interval(load_config(CPU_CONFIG, **{"train.max_steps": 200, "train.logging_steps": 5}), 9) == 50
@@ -327,7 +329,8 @@ def test_a_run_started_while_grading_refuses_to_train_and_writes_nothing(tmp_pat
 def test_two_processes_under_torchrun_train_one_run_that_rank_0_writes(trl_python, tmp_path):
     """`torchrun --nproc_per_node 2 -m llmcourse.cli train` (gloo on the CPU): the same files as one process,
     one log row per step saying 2 processes, token counts summed over both, one summary line."""
-    common = (str(CPU_CONFIG), "train.engine=trl", "train.max_steps=2", "data.max_samples=8", "train.logging_steps=1")
+    common = (str(CPU_CONFIG), "train.engine=trl", "train.max_steps=2", "data.max_samples=8", "train.logging_steps=1",
+              "train.per_device_train_batch_size=4")  # 8 rows: 4 a step for one process, 4 + 4 for two
     one, two = tmp_path / "one", tmp_path / "two"
     single = run_cli("train", *common, f"train.output_dir={one}", python=trl_python)
     assert single.returncode == 0, single.stderr[-3000:]

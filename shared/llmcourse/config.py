@@ -229,7 +229,7 @@ class InferSection(_Section):
 
 
 class ServeSection(_Section):
-    """Options of ``vllm serve`` (and of our CPU server)."""
+    """Options of ``vllm serve`` (and of our FastAPI fallback where no Python has vLLM)."""
 
     host: str = Field("127.0.0.1", description="监听地址；127.0.0.1：只有本机能访问")
     port: int = Field(8000, ge=1, le=65535, description="监听端口")
@@ -237,7 +237,7 @@ class ServeSection(_Section):
     served_model_name: str = Field("course-lora", description="API 里的模型名（请求的 model 字段；vllm serve --served-model-name）")
     max_lora_rank: int | None = Field(None, ge=1, description="vllm serve --max-lora-rank，至少是 lora.r；null：取 lora.r")
     engine: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="服务引擎；auto：有 GPU 且装了 vLLM 就用 vllm，否则课程自带的 transformers 服务")
+        "auto", description="服务引擎；auto：找得到 vLLM 就用 vllm（CPU 上是 make setup 建的 .venv-vllm），否则课程自带的 transformers 小服务")
     adapter_dir: str | None = Field(None, description="要加载的 LoRA 适配器；null：<train.output_dir>/adapter")
     use_adapter: bool = Field(True, description="false：只用基座模型（对比基座与微调）")
     max_model_len: int = Field(2048, ge=32, le=131072, description="一个请求的提示 + 回答最多多少 token（--max-model-len）")
@@ -252,7 +252,7 @@ class CourseConfig(_Section):
     lora: LoraSection = Field(LoraSection(), description="LoRA 适配器：字段就是 peft.LoraConfig 的参数")
     train: TrainSection = Field(TrainSection(), description="训练：字段就是 trl.SFTConfig 的参数（另加 engine、num_threads）")
     infer: InferSection = Field(InferSection(), description="推理：vLLM SamplingParams / LLM 的参数")
-    serve: ServeSection = Field(ServeSection(), description="API 服务：vllm serve 的选项（CPU 上是课程自带的服务）")
+    serve: ServeSection = Field(ServeSection(), description="API 服务：vllm serve 的选项（没有 vLLM 时，课程自带的小服务读同样的字段）")
     # Where this config came from: the YAML file and the overrides applied on top of it. Not part of the
     # YAML; training records it in env.json ("launch") so a grader can tell which config file a run is of.
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

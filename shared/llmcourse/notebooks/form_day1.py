@@ -34,6 +34,20 @@ from llmcourse.training.run import read_train_log, train_or_reuse
 from llmcourse.artifacts import COURSE_ROOT
 
 SAMPLE_DATA = "data/faq_train.jsonl"
+# The code track's example config: the form starts from its values and trains on top of it.
+EXAMPLE_CONFIG = COURSE_ROOT / "day1" / "configs" / "gemma3-270m_lora_sft.yaml"
+
+
+def example_config() -> dict:
+    """The example config as a tree (its values are the form's starting values)."""
+    import yaml
+    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+
+
+def _example_value(tree: dict, dotted: str):
+    """``tree``'s value at ``section.field``, or None where the file leaves it to the schema's default."""
+    section, name = dotted.split(".")
+    return (tree.get(section) or {}).get(name)
 
 
 def _field_widget(widget_type, dotted: str, value=None, options=None, **bounds):
@@ -57,6 +71,9 @@ def _field_widget(widget_type, dotted: str, value=None, options=None, **bounds):
     if options is not None or widget_type.__name__ == "Dropdown":
         # label as the YAML writes it (5e-5, not 5e-05), value as the config holds it
         kwargs["options"] = options if options is not None else [(value_text(v), v) for v in suggested(info)]
+        # A starting value off the common list (the example config's) is still a choice, not a crash.
+        if all((o[1] if isinstance(o, tuple) else o) != kwargs["value"] for o in kwargs["options"]):
+            kwargs["options"] = [*kwargs["options"], (value_text(kwargs["value"]), kwargs["value"])]
     else:
         limits = schema_bounds(info)
         kwargs["min"] = bounds.get("min", limits.get("ge", limits.get("gt")))
@@ -85,21 +102,27 @@ class TrainingForm:
         self.upload_dir, self.max_samples = Path(upload_dir), max_samples
         self.data_file = SAMPLE_DATA
         style = {"description_width": "110px"}
-        self.model = _field_widget(w.Dropdown, "model.name", options=MODEL_NAMES)
+        # Both tracks start from the same settings: the example config's, the code track's reference run.
+        example = example_config()
+
+        def field(widget_type, dotted, **kwargs):
+            return _field_widget(widget_type, dotted, value=_example_value(example, dotted), **kwargs)
+
+        self.model = field(w.Dropdown, "model.name", options=MODEL_NAMES)
         self.dataset = w.ToggleButtons(options=["课程示例数据", "上传我的数据"], description="数据集", style=style)
         self.upload = w.FileUpload(accept=".jsonl,.csv", multiple=False, description="上传 JSONL/CSV")
-        self.rank = _field_widget(w.Dropdown, "lora.r")
-        self.alpha = _field_widget(w.BoundedIntText, "lora.lora_alpha")
+        self.rank = field(w.Dropdown, "lora.r")
+        self.alpha = field(w.BoundedIntText, "lora.lora_alpha")
         # The schema allows dropout up to (not including) 1; the form keeps its old, narrower 0-0.5.
-        self.dropout = _field_widget(w.BoundedFloatText, "lora.lora_dropout", max=0.5)
+        self.dropout = field(w.BoundedFloatText, "lora.lora_dropout", max=0.5)
         self.dropout.step = 0.05
-        self.learning_rate = _field_widget(w.Dropdown, "train.learning_rate")
+        self.learning_rate = field(w.Dropdown, "train.learning_rate")
         self.schedule = w.ToggleButtons(options=["按步数", "按轮数"], description="训练长度", style=style)
         # Steps mode needs a positive count (-1 is how epochs mode is written); a form run stays short.
-        self.steps = _field_widget(w.BoundedIntText, "train.max_steps", min=1, max=5000)
-        self.epochs = _field_widget(w.BoundedFloatText, "train.num_train_epochs", min=0.1, max=20)
+        self.steps = field(w.BoundedIntText, "train.max_steps", min=1, max=5000)
+        self.epochs = field(w.BoundedFloatText, "train.num_train_epochs", min=0.1, max=20)
         self.epochs.step = 0.5
-        self.max_length = _field_widget(w.Dropdown, "train.max_length")
+        self.max_length = field(w.Dropdown, "train.max_length")
         self.start = w.Button(description="开始训练", button_style="success", icon="play")
         self.message = w.HTML()
         self.preview = w.HTML()
@@ -127,8 +150,7 @@ class TrainingForm:
 
     def build_config(self) -> CourseConfig:
         """The same schema and defaults as the code track (its example config), plus the form's values."""
-        import yaml
-        base = yaml.safe_load((COURSE_ROOT / "day1" / "configs" / "gemma3-270m_lora_sft.yaml").read_text(encoding="utf-8"))
+        base = example_config()
         base.pop("data", None)
         base["train"].pop("output_dir", None)
         return build_config(base, self.overrides(), source="表单")
