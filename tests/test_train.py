@@ -124,7 +124,7 @@ def test_unsloth_loss_covers_the_answer_only():
 @pytest.mark.slow
 def test_plain_trl_engine_trains_and_masks_the_prompt(trl_python, tmp_path):
     done = run_cli("train", str(CPU_CONFIG), "train.engine=trl", "train.max_steps=3", "data.max_samples=12",
-                   f"train.output_dir={tmp_path}", python=trl_python)
+                   "train.per_device_train_batch_size=4", f"train.output_dir={tmp_path}", python=trl_python)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "env.json").read_text())["engine"] == "trl"
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -143,7 +143,8 @@ def test_plain_trl_engine_trains_and_masks_the_prompt(trl_python, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     args = [sys.executable, "-m", "llmcourse.cli", "train", str(CPU_CONFIG), "train.max_steps=6",
-            "train.save_steps=2", "data.max_samples=16", "train.per_device_train_batch_size=4", f"train.output_dir={tmp_path}"]
+            "train.save_steps=2", "data.max_samples=16", "train.per_device_train_batch_size=4",
+            f"train.output_dir={tmp_path}"]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 600

@@ -83,7 +83,8 @@ def rank4_run(tmp_path_factory):
     """A LoRA run of rank 4 (offered by the Day 1 config, refused by vLLM unless rounded up)."""
     out = tmp_path_factory.mktemp("rank4") / "run"
     done = run_cli("train", str(CPU_CONFIG), "lora.r=4", "lora.lora_alpha=8", "train.max_steps=3",
-                   "data.max_samples=12", f"train.output_dir={out}", f"data.system_prompt={SYSTEM}")
+                   "data.max_samples=12", "train.per_device_train_batch_size=4", f"train.output_dir={out}",
+                   f"data.system_prompt={SYSTEM}")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return out
 
