@@ -100,9 +100,11 @@ run: setup
 	$(VENV)/bin/llmcourse run-course --out outputs
 	@echo "Executed notebooks and artifacts: outputs/day1/, outputs/day2/, outputs/day3/ (*.executed.ipynb beside their artifacts)"
 
+# Two pytest workers, each pinned to its own core (tests/parallel.py); TEST_JOBS=0 runs the tests in one process.
+TEST_JOBS ?= 2
 test: setup
 	bash .ci/install-chromium
-	$(VENV)/bin/python -m pytest -q --durations=25
+	$(VENV)/bin/python -m pytest -q --durations=25 -n $(TEST_JOBS)
 
 # The learner edition of every day -> learner/<day>/ (nbgrader's release; see llmcourse/grading/learner_edition.py)
 student: $(VENV)/.installed

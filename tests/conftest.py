@@ -12,6 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from parallel import check_course_grouping, course_first, pin_this_worker
+from parallel import pytest_xdist_make_scheduler  # noqa: F401  (a hook: xdist asks the conftest for it)
+
+pin_this_worker()  # before torch starts its threads (tests/parallel.py says why)
 
 try:  # Unsloth patches transformers/TRL/PEFT on import, so it must come first, as in the notebooks.
     import unsloth  # noqa: F401
@@ -27,6 +31,8 @@ TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
 
 
 def pytest_collection_modifyitems(config, items):
+    check_course_grouping(items)
+    course_first(items)
     try:
         import torch
         has_cuda = torch.cuda.is_available()
@@ -99,6 +105,14 @@ def generate_release(day: str, tmp_path) -> Path:
 # Debian's Chromium on a closed network, as root (see .ci/install-chromium).
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                   "--disable-background-networking", "--disable-component-update"]
+
+
+def readme_section(text: str, name: str) -> str:
+    """What the README holds between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (Day 3's filled sections)."""
+    from llmcourse.evaluation.project import section_markers
+
+    start, end = section_markers(name)
+    return text.split(start)[1].split(end)[0]
 
 
 def free_port() -> int:
