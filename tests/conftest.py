@@ -107,6 +107,10 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update"]
 
 
+# The Day 3 project's notebooks, in the order a learner runs them.
+DAY3_NOTEBOOKS = ("01_data.ipynb", "02_train.ipynb", "03_deploy.ipynb", "04_verify.ipynb")
+
+
 def readme_section(text: str, name: str) -> str:
     """What the README holds between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (Day 3's filled sections)."""
     from llmcourse.evaluation.project import section_markers

@@ -6,10 +6,9 @@ the intent and domain-QA scenarios are in test_day3_scenarios.py.
 import json
 
 import pytest
-from conftest import ROOT, generate_release, grade_ids, readme_section
+from conftest import DAY3_NOTEBOOKS, ROOT, generate_release, grade_ids, readme_section
 
 pytestmark = pytest.mark.slow
-NOTEBOOKS = ("01_data.ipynb", "02_train.ipynb", "03_deploy.ipynb", "04_verify.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +17,7 @@ def project(executed_course):
 
 
 def test_papermill_runs_the_whole_project(executed_course, project):
-    assert set(executed_course[1]["day3"]) == set(NOTEBOOKS)
+    assert set(executed_course[1]["day3"]) == set(DAY3_NOTEBOOKS)
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl", "data_report.md", "length_hist.png"):
         assert (project / "data" / "built" / name).exists(), name
     log = [json.loads(line) for line in (project / "train" / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -61,7 +60,7 @@ def test_release_strips_solutions_and_keeps_grade_ids(tmp_path):
     import nbformat
 
     release = generate_release("day3", tmp_path)
-    for notebook in NOTEBOOKS:
+    for notebook in DAY3_NOTEBOOKS:
         assert grade_ids(release / notebook) == grade_ids(ROOT / "day3" / notebook)
         text = (release / notebook).read_text()
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text

@@ -8,10 +8,9 @@ import re
 import time
 
 import pytest
-from conftest import ROOT, readme_section
+from conftest import DAY3_NOTEBOOKS, ROOT, readme_section
 
 pytestmark = pytest.mark.slow
-NOTEBOOKS = ("01_data.ipynb", "02_train.ipynb", "03_deploy.ipynb", "04_verify.ipynb")
 # Per scenario: the config, and the fewest steps after which the stand-in answers every turn with text
 # (intent at 8 steps still ends some answers before their first token).
 SCENARIOS = {"intent": {"config": "configs/intent.yaml", "max_steps": 12, "max_samples": 48, "max_tokens": 8},
@@ -50,7 +49,7 @@ def test_scenario_builds_leakage_free_splits(scenario):
     from llmcourse.data.jsonl import load_chat_jsonl
 
     name, project, cfg, seconds = scenario
-    assert set(seconds) == set(NOTEBOOKS)
+    assert set(seconds) == set(DAY3_NOTEBOOKS)
     assert cfg.data.scenario == name and not (project / "data" / "built" / "train.jsonl").exists()  # not the FAQ's
     splits = {split: load_chat_jsonl(path) for split, path in
               (("train", cfg.data.train_file), ("val", cfg.data.eval_file), ("test", cfg.data.test_file))}
